@@ -1,0 +1,53 @@
+"""hone: fine-tune chat LLMs on your own data, from a laptop CPU to a multi-GPU cluster.
+
+``import hone`` loads no heavy or optional package; each function imports what it needs.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .config import RunCfg
+    from .train.loop import TrainResult
+
+
+def load_config(source: Any = None, overrides: Any = None) -> "RunCfg":
+    """A validated run config from a YAML path or dict plus ``--key value`` overrides (see hone.config)."""
+    from .config import load_config as _load
+
+    return _load(source, overrides)
+
+
+def train(cfg: Any = None, **overrides: Any) -> "TrainResult":
+    """Fine-tune: ``hone.train("run.yaml")``, ``hone.train({...})`` or ``hone.train(cfg, max_steps=10)``."""
+    from .config import RunCfg, replace
+    from .train.loop import train as _train
+
+    if isinstance(cfg, RunCfg):
+        cfg = replace(cfg, **overrides) if overrides else cfg
+    else:
+        cfg = load_config(cfg, overrides)
+    return _train(cfg)
+
+
+def register_template(name: str, template: Any, *, overwrite: bool = False) -> Any:
+    from .templates import register_template as _reg
+
+    return _reg(name, template, overwrite=overwrite)
+
+
+def register_dataset(name: str, fn: Any = None, **kwargs: Any) -> Any:
+    from .data.sources import register_dataset as _reg
+
+    return _reg(name, fn, **kwargs)
+
+
+def register_model(info: Any, *, overwrite: bool = False) -> Any:
+    from .models.registry import register_model as _reg
+
+    return _reg(info, overwrite=overwrite)
+
+
+__all__ = ["__version__", "load_config", "train", "register_template", "register_dataset", "register_model"]

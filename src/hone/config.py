@@ -1,0 +1,427 @@
+"""Run configuration: small frozen dataclasses, flat keys as users type them, aliases from other tools.
+
+Every key carries a help text (the reference docs are generated from it). Loading only parses and
+validates; derived values (the learning rate a method implies, the save cadence, ...) come from
+functions in ``hone.config_derive``, never written back into the config.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from .config_aliases import ALIASES, IGNORED, SKIP, check_ignored
+from .errors import ConfigError
+
+
+def opt(default: Any, help: str, *, choices: Sequence[Any] | None = None, secret: bool = False) -> Any:
+    """A config field with its help text (and the values it may take)."""
+    meta = {"help": help, "choices": tuple(choices) if choices else None, "secret": secret}
+    return field(default=default, metadata=meta)
+
+
+@dataclass(frozen=True)
+class ModelCfg:
+    model: str = opt("smollm2-135m", "Model to tune: a built-in name (see `hone models list`), a local "
+                     "Hugging Face directory, a local .gguf file, or a hub id (needs network).")
+    model_revision: str | None = opt(None, "Hub revision (branch, tag or commit) when `model` is a hub id.")
+    template: str = opt("auto", "Chat template: `auto` uses the tokenizer's own chat template; or a built-in "
+                        "or registered template name (see `hone templates list`).")
+    system: str | None = opt(None, "System prompt put before every conversation that has none. Unset: the "
+                             "template's default.")
+    dtype: str = opt("auto", "Weights and compute dtype. `auto`: bf16 on a GPU that supports it, else fp16 on "
+                     "CUDA, fp32 on CPU. `bf16` on CPU keeps fp32 weights and computes in bf16 (autocast).",
+                     choices=("auto", "fp32", "bf16", "fp16"))
+    attn_impl: str = opt("sdpa", "Attention implementation passed to transformers.",
+                         choices=("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention"))
+    trust_remote_code: bool = opt(False, "Allow a model directory's own Python code (`auto_map`) to run. "
+                                  "Off by default: such code runs with your permissions.")
+    quantization_bit: int = opt(0, "Load the base model quantized with bitsandbytes: 4 or 8 (QLoRA; needs "
+                                "CUDA). 0 loads it unquantized.", choices=(0, 4, 8))
+    quant_type: str = opt("nf4", "4-bit quantization data type.", choices=("nf4", "fp4"))
+    double_quant: bool = opt(True, "Quantize the 4-bit quantization constants too (saves ~0.4 bit/param).")
+    quant_compute_dtype: str = opt("auto", "Dtype 4-bit weights are dequantized to for compute; `auto` follows "
+                                   "`dtype`.", choices=("auto", "fp32", "bf16", "fp16"))
+    hub_token: str | None = opt(None, "Access token for a private hub model. Never written to logs or "
+                                "saved configs.", secret=True)
+
+
+@dataclass(frozen=True)
+class DataCfg:
+    dataset: tuple[str, ...] = opt((), "Training data: files (.json .jsonl .csv .tsv .parquet .txt), folders, or "
+                                   "registered names; `NAME#N` takes N rows (more than it has repeats it); "
+                                   "listing a set twice weights it twice.")
+    val_dataset: tuple[str, ...] = opt((), "Validation data, same forms as `dataset`. Unset: split `val_size` "
+                                       "off each training set.")
+    dataset_dir: str | None = opt(None, "Folder holding a `dataset_info.json` whose names `dataset` may use; "
+                                  "relative file names resolve against it.")
+    dataset_info: str | None = opt(None, "An extra `dataset_info.json` (or YAML) registering more dataset "
+                                   "names; relative file names resolve against its folder.")
+    val_size: float = opt(0.0, "Share (0-1) or number (>=1) of rows split off each training set for "
+                          "validation when no `val_dataset` is given.")
+    max_samples: int | None = opt(None, "Keep at most this many rows of each dataset (seeded sample).")
+    train_sample: int = opt(-1, "Sample this many rows from the whole mixed training set; -1 keeps all.")
+    dataset_seed: int = opt(42, "Seed for sampling, mixing and splitting data (independent of `seed`).")
+    format: str = opt("auto", "Row format of every file; `auto` detects it per file.",
+                      choices=("auto", "alpaca", "sharegpt", "messages", "query_response", "text"))
+    max_length: int = opt(2048, "Longest sequence in tokens; longer rows follow `truncation_strategy`. "
+                          "-1: no limit.")
+    truncation_strategy: str = opt("delete", "What to do with a row longer than `max_length`: `delete` drops "
+                                   "it (counted in the report), `left` cuts its start, `right` its end.",
+                                   choices=("delete", "left", "right"))
+    check_dataset_strategy: str = opt("warning", "Bad rows: `error` stops before the model loads, `warning` "
+                                      "drops and reports them, `none` drops them with only a count.",
+                                      choices=("error", "warning", "none"))
+    loss_scope: str = opt("all_turns", "Which tokens carry loss: every assistant reply (`all_turns`), only "
+                          "the last one (`last_turn`), or the whole sequence including prompts (`all`).",
+                          choices=("all_turns", "last_turn", "all"))
+    model_name: tuple[str, ...] = opt((), "Name the tuned model calls itself: fills `{{name}}` in data rows. "
+                                      "Two values: Chinese then English.")
+    model_author: tuple[str, ...] = opt((), "Who made the tuned model: fills `{{author}}` in data rows. Two "
+                                        "values: Chinese then English.")
+    preprocessing_num_workers: int = opt(1, "Processes used to tokenize the data.")
+    packing: bool = opt(False, "Pack several rows into one sequence (attention stays within each row).")
+
+
+@dataclass(frozen=True)
+class TuneCfg:
+    tuning: str = opt("lora", "Tuning method: `lora`, `qlora` (4-bit base, CUDA only), `full`, or `freeze` "
+                      "(train only the last layers).", choices=("lora", "qlora", "full", "freeze"))
+    lora_rank: int = opt(8, "LoRA rank r.")
+    lora_alpha: int = opt(32, "LoRA scaling alpha (the update is scaled by alpha / r).")
+    lora_dropout: float = opt(0.05, "Dropout on the LoRA input.")
+    lora_target: tuple[str, ...] = opt(("DEFAULT",), "Modules that get LoRA: `DEFAULT`/`AUTO` (the model "
+                                       "family's usual set), `ALL` (every linear layer but the output head), "
+                                       "module names, or one regex.")
+    modules_to_save: tuple[str, ...] = opt((), "Modules trained in full and saved beside the adapter "
+                                           "(e.g. embed_tokens, lm_head).")
+    use_rslora: bool = opt(False, "Rank-stabilised LoRA scaling (alpha / sqrt(r)).")
+    use_dora: bool = opt(False, "Weight-decomposed LoRA (DoRA).")
+    adapter: str | None = opt(None, "Start from this existing LoRA adapter directory.")
+    freeze_trainable_layers: int = opt(2, "With `freeze`: how many of the last layers train (negative: the "
+                                       "first layers).")
+    freeze_ratio: float | None = opt(None, "With `full`/`freeze`: share (0-1) of the layers, from the bottom, "
+                                     "kept frozen (ms-swift's `freeze_parameters`).")
+    freeze_trainable_modules: tuple[str, ...] = opt((), "With `freeze`: extra module names trained in full.")
+    neftune_alpha: float = opt(0.0, "NEFTune: scale of uniform noise added to input embeddings while "
+                               "training; 0 turns it off.")
+
+
+@dataclass(frozen=True)
+class TrainCfg:
+    output_dir: str = opt("output", "Where runs are written.")
+    add_output_dir_suffix: bool = opt(True, "Write into `output_dir/<model>/v<N>-<timestamp>` so runs never "
+                                      "overwrite each other.")
+    num_train_epochs: float = opt(1.0, "Passes over the training data (ignored when `max_steps` > 0).")
+    max_steps: int = opt(-1, "Optimizer steps to train; -1 trains `num_train_epochs` epochs.")
+    batch_size: int = opt(1, "Rows per device per forward pass.")
+    eval_batch_size: int | None = opt(None, "Rows per device per evaluation pass; unset: `batch_size`.")
+    gradient_accumulation_steps: int = opt(1, "Forward passes per optimizer step. The loss is normalised by "
+                                           "the supervised tokens of the whole accumulated batch.")
+    learning_rate: float | None = opt(None, "Peak learning rate; unset: 1e-4 for LoRA/QLoRA, 2e-5 for "
+                                      "full/freeze.")
+    lr_scheduler_type: str = opt("cosine", "Learning-rate schedule after warmup.",
+                                 choices=("cosine", "linear", "constant", "constant_with_warmup",
+                                          "cosine_with_min_lr"))
+    min_lr_ratio: float = opt(0.1, "With `cosine_with_min_lr`: the final learning rate as a share of the peak.")
+    warmup_ratio: float = opt(0.05, "Share of the steps spent warming the learning rate up from 0.")
+    warmup_steps: int = opt(0, "Warmup steps; when > 0 it overrides `warmup_ratio`.")
+    optim: str = opt("adamw_torch", "Optimizer.",
+                     choices=("adamw_torch", "adamw_torch_fused", "adamw", "adam", "sgd", "adafactor",
+                              "adamw_8bit", "paged_adamw_8bit"))
+    weight_decay: float = opt(0.01, "Decoupled weight decay (not applied to biases and norms).")
+    adam_beta1: float = opt(0.9, "Adam beta1.")
+    adam_beta2: float = opt(0.999, "Adam beta2.")
+    adam_epsilon: float = opt(1e-8, "Adam epsilon.")
+    max_grad_norm: float = opt(1.0, "Clip the gradient norm to this; 0 turns clipping off.")
+    seed: int = opt(42, "Seed for weights init, dropout and data order (each process adds its rank).")
+    gradient_checkpointing: bool = opt(False, "Recompute activations in the backward pass: less memory, "
+                                       "about 30% slower.")
+    eval_strategy: str = opt("steps", "When to evaluate on the validation split.", choices=("steps", "epoch", "no"))
+    eval_steps: int = opt(50, "Evaluate every this many optimizer steps.")
+    save_strategy: str = opt("steps", "When to save checkpoints.", choices=("steps", "epoch", "no"))
+    save_steps: int | None = opt(None, "Save a checkpoint every this many steps; unset: `eval_steps`.")
+    save_total_limit: int = opt(2, "Checkpoints kept (always the best and the last); -1 keeps all.")
+    only_save_model: bool = opt(False, "Save weights only: smaller checkpoints that cannot resume exactly.")
+    logging_steps: int = opt(5, "Log loss, learning rate, grad norm, speed and memory every this many steps.")
+    logging_dir: str | None = opt(None, "TensorBoard folder; unset: `<run dir>/runs`.")
+    report_to: tuple[str, ...] = opt(("tensorboard",), "Where metrics go besides the console and "
+                                     "`metrics.jsonl`: `tensorboard`, `wandb`, `none` (each used only if "
+                                     "installed).")
+    plot_loss: bool = opt(True, "Write `loss.png` (train and eval loss) at the end of the run.")
+    resume_from_checkpoint: str | None = opt(None, "Resume: a checkpoint directory, or `auto` for the latest "
+                                             "complete one in the run directory.")
+    resume_weights_only: bool = opt(False, "Resume from a checkpoint's weights alone (no optimizer, schedule "
+                                    "or data position).")
+    resume_ignore_changes: bool = opt(False, "Resume even though the data, batch size, accumulation, process "
+                                      "count or max_steps changed since the checkpoint.")
+    early_stopping_patience: int | None = opt(None, "Stop after this many evaluations without a better eval "
+                                              "loss.")
+    max_nonfinite_steps: int = opt(1, "Stop the run after this many consecutive steps with a NaN or infinite "
+                                   "loss or gradient.")
+    dataloader_num_workers: int = opt(0, "Worker processes loading batches (data is pre-tokenized; 0 is "
+                                      "usually fastest).")
+    ddp_backend: str = opt("auto", "torch.distributed backend: `auto` picks nccl on CUDA, gloo on CPU.",
+                           choices=("auto", "nccl", "gloo", "mpi", "ccl", "hccl"))
+    ddp_timeout: int = opt(1800, "Seconds a process waits for the others before giving up.")
+    deepspeed: str | None = opt(None, "DeepSpeed: `zero2`, `zero3`, `zero2_offload`, `zero3_offload`, or a "
+                                "config JSON path (needs CUDA and the `deepspeed` extra).")
+    nproc_per_node: int = opt(1, "Processes to launch on this machine (one per GPU; on CPU, gloo).")
+
+
+@dataclass(frozen=True)
+class GenCfg:
+    max_new_tokens: int = opt(512, "Most tokens generated per reply.")
+    do_sample: bool = opt(False, "Sample instead of greedy decoding.")
+    temperature: float = opt(0.7, "Sampling temperature (with `do_sample`).")
+    top_p: float = opt(0.9, "Nucleus sampling threshold (with `do_sample`).")
+    top_k: int = opt(20, "Sample among the top k tokens (with `do_sample`); 0 turns it off.")
+    repetition_penalty: float = opt(1.0, "Penalty > 1 discourages repeating tokens.")
+    stop_words: tuple[str, ...] = opt((), "Extra strings that end a reply.")
+    stream: bool = opt(True, "Stream tokens as they are generated in `hone chat`.")
+
+
+@dataclass(frozen=True)
+class RunCfg:
+    model: ModelCfg = field(default_factory=ModelCfg)
+    data: DataCfg = field(default_factory=DataCfg)
+    tune: TuneCfg = field(default_factory=TuneCfg)
+    train: TrainCfg = field(default_factory=TrainCfg)
+    gen: GenCfg = field(default_factory=GenCfg)
+
+
+SECTIONS: dict[str, type] = {"model": ModelCfg, "data": DataCfg, "tune": TuneCfg, "train": TrainCfg, "gen": GenCfg}
+
+
+def _index() -> dict[str, tuple[str, dataclasses.Field]]:
+    out: dict[str, tuple[str, dataclasses.Field]] = {}
+    for section, cls in SECTIONS.items():
+        for f in dataclasses.fields(cls):
+            assert f.name not in out, f"config key {f.name} defined twice"
+            out[f.name] = (section, f)
+    return out
+
+
+KEYS = _index()
+_HINTS = {name: typing.get_type_hints(cls) for name, cls in SECTIONS.items()}
+
+
+def key_help() -> list[tuple[str, str, Any, str]]:
+    """(key, section, default, help) for every key: the source of the reference docs and `hone config keys`."""
+    return [(k, s, f.default, f.metadata["help"]) for k, (s, f) in KEYS.items()]
+
+
+# ---------------------------------------------------------------------------------------------- coercion
+
+_TRUE = {"true", "1", "yes", "y", "on"}
+_FALSE = {"false", "0", "no", "n", "off"}
+_NONE = {"none", "null", "~", ""}
+
+
+def _coerce(key: str, value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        non_none = [a for a in args if a is not type(None)]
+        if value is None or (isinstance(value, str) and value.strip().lower() in _NONE):
+            return None
+        return _coerce(key, value, non_none[0], where)
+    if origin is tuple:
+        if value is None:
+            return ()
+        items = value if isinstance(value, (list, tuple)) else _split_list(value)
+        return tuple(_coerce(key, v, args[0], where) for v in items)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, (int, float)) and value in (0, 1):
+            return bool(value)
+        if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+            return value.strip().lower() in _TRUE
+        raise ConfigError(f"{where}key '{key}' must be true or false, got {value!r}")
+    if tp is int:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}key '{key}' must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                f = float(value)
+                if f.is_integer():
+                    return int(f)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}key '{key}' must be an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, bool):
+            raise ConfigError(f"{where}key '{key}' must be a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise ConfigError(f"{where}key '{key}' must be a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (dict, list, tuple)):
+            raise ConfigError(f"{where}key '{key}' must be a single value, got {value!r}")
+        return str(value)
+    raise AssertionError(f"unhandled type {tp} for {key}")
+
+
+def _split_list(value: Any) -> list[Any]:
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return [value]
+
+
+# ------------------------------------------------------------------------------------------------ loading
+
+def _resolve_aliases(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Map every alias to its hone key (translating values); unknown keys raise with the closest match."""
+    out: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for key, value in raw.items():
+        k = str(key).strip().lstrip("-").replace("-", "_")
+        if k in IGNORED:
+            check_ignored(k, value)
+            continue
+        if k in KEYS:
+            target, val = k, value
+        elif k in ALIASES:
+            target, translate = ALIASES[k]
+            val = translate(value) if translate else value
+            if val is SKIP:
+                continue
+        else:
+            raise ConfigError(f"{where}unknown key '{key}'{_closest(k)}. See `hone config keys` for all keys.")
+        if target in out and origin[target] != k and out[target] != val:
+            raise ConfigError(f"{where}'{origin[target]}' and '{k}' both set '{target}' ({out[target]!r} vs "
+                              f"{val!r}); keep one of them")
+        out[target] = val
+        origin[target] = k
+    return out
+
+
+def _closest(key: str) -> str:
+    names = list(KEYS) + list(ALIASES)
+    match = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+    if not match:
+        return ""
+    m = match[0]
+    return f"; did you mean '{m}'?" if m in KEYS else f"; did you mean '{m}' (alias of '{ALIASES[m][0]}')?"
+
+
+def build(values: Mapping[str, Any], where: str = "") -> RunCfg:
+    """Build a validated RunCfg from hone keys (aliases already resolved)."""
+    per_section: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+    for key, value in values.items():
+        section, f = KEYS[key]
+        v = _coerce(key, value, _HINTS[section][key], where)
+        choices = f.metadata["choices"]
+        if choices is not None and v is not None:
+            if isinstance(v, str):
+                v = v.lower() if v.lower() in choices else v
+            if v not in choices:
+                raise ConfigError(f"{where}key '{key}' must be one of {', '.join(map(str, choices))}; got {v!r}")
+        per_section[section][key] = v
+    cfg = RunCfg(**{s: SECTIONS[s](**kv) for s, kv in per_section.items()})
+    from .config_check import validate
+
+    validate(cfg, where)
+    return cfg
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist")
+    try:
+        data = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{p}{line}: not valid YAML ({getattr(e, 'problem', e)})") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{p}: a config must be a mapping of keys to values, got {type(data).__name__}")
+    return data
+
+
+def load_config(source: str | os.PathLike | Mapping[str, Any] | None = None,
+                overrides: Mapping[str, Any] | Sequence[str] | None = None) -> RunCfg:
+    """Load a run config from a YAML path or a dict, then apply ``--key value`` overrides.
+
+    Overrides may be a mapping or a CLI-style token list (``["--lora_rank", "16", "--bf16"]``).
+    Relative data paths in a YAML file are kept as written (resolved against the working directory,
+    as every tool in the field does).
+    """
+    if source is None:
+        raw, where = {}, ""
+    elif isinstance(source, Mapping):
+        raw, where = dict(source), ""
+    else:
+        raw, where = read_yaml(source), f"{source}: "
+    values = _resolve_aliases(raw, where)
+    if overrides:
+        ov = parse_cli_overrides(overrides) if not isinstance(overrides, Mapping) else dict(overrides)
+        values.update(_resolve_aliases(ov, "command line: "))
+    return build(values, where)
+
+
+def parse_cli_overrides(tokens: Sequence[str]) -> dict[str, Any]:
+    """``--key v``, ``--key=v``, ``--key v1 v2`` (a list) and bare ``--flag`` (true)."""
+    out: dict[str, Any] = {}
+    i, toks = 0, list(tokens)
+    while i < len(toks):
+        tok = toks[i]
+        if not tok.startswith("--") or len(tok) == 2:
+            raise ConfigError(f"command line: expected --key, got {tok!r}")
+        key = tok[2:]
+        if "=" in key:
+            key, val = key.split("=", 1)
+            out[key] = val
+            i += 1
+            continue
+        vals = []
+        i += 1
+        while i < len(toks) and not (toks[i].startswith("--") and len(toks[i]) > 2):
+            vals.append(toks[i])
+            i += 1
+        out[key] = True if not vals else vals[0] if len(vals) == 1 else vals
+    return out
+
+
+def to_dict(cfg: RunCfg, *, redact: bool = True) -> dict[str, Any]:
+    """Flat {key: value} of a config; secrets are replaced so dumps never carry them."""
+    out: dict[str, Any] = {}
+    for section in SECTIONS:
+        sub = getattr(cfg, section)
+        for f in dataclasses.fields(sub):
+            v = getattr(sub, f.name)
+            if f.metadata["secret"] and v is not None and redact:
+                v = "***"
+            out[f.name] = list(v) if isinstance(v, tuple) else v
+    return out
+
+
+def replace(cfg: RunCfg, **changes: Any) -> RunCfg:
+    """A copy of ``cfg`` with flat keys changed (validated again)."""
+    values = to_dict(cfg, redact=False)
+    values.update(_resolve_aliases(changes, ""))
+    return build(values)
+
+
+def dump_yaml(cfg: RunCfg) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)

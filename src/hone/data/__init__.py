@@ -1,0 +1,1 @@
+"""Data: rows on disk → canonical Conversations → token ids and labels → batches."""

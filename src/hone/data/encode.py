@@ -1,0 +1,76 @@
+"""Conversation + template → input_ids and labels (per-turn masks, truncation strategies)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .conversation import Conversation
+from .formats import RowError
+
+IGNORE_INDEX = -100
+
+
+@dataclass(frozen=True)
+class Encoded:
+    input_ids: list[int]
+    labels: list[int]
+    source: str = ""
+    truncated: bool = False
+
+    @property
+    def n_supervised(self) -> int:
+        return sum(1 for t in self.labels if t != IGNORE_INDEX)
+
+
+def encode(conv: Conversation, template: Any, tokenizer: Any, *, loss_scope: str = "all_turns",
+           max_length: int = -1, truncation: str = "delete") -> Encoded:
+    """Token ids and labels for one conversation; raises RowError when the row cannot be trained on."""
+    if conv.is_text:
+        ids = list(tokenizer(conv.text, add_special_tokens=False)["input_ids"])
+        if tokenizer.eos_token_id is not None:
+            ids.append(tokenizer.eos_token_id)
+        return _truncate(ids, list(ids), conv.source, max_length, truncation)
+    turns = template.encode_turns(conv, tokenizer)
+    flags = _turn_flags(conv, len(turns), loss_scope)
+    ids: list[int] = []
+    labels: list[int] = []
+    for (prompt, response), train in zip(turns, flags):
+        ids += prompt + response
+        labels += (prompt if loss_scope == "all" else [IGNORE_INDEX] * len(prompt))
+        labels += response if train else [IGNORE_INDEX] * len(response)
+    if not any(t != IGNORE_INDEX for t in labels):
+        raise RowError("no_trainable_tokens", "no token carries loss (every reply is masked); check the "
+                       "template and the rows' train flags")
+    return _truncate(ids, labels, conv.source, max_length, truncation)
+
+
+def _turn_flags(conv: Conversation, n_turns: int, loss_scope: str) -> list[bool]:
+    replies = [m for m in conv.messages if m.role == "assistant"]
+    flags = []
+    for k in range(n_turns):
+        if k >= len(replies):  # ids a template adds after the last reply
+            flags.append(False)
+            continue
+        m = replies[k]
+        if m.train is not None:
+            flags.append(m.train)
+        elif m.loss_weight <= 0:
+            flags.append(False)
+        else:
+            flags.append(loss_scope != "last_turn" or k == len(replies) - 1)
+    return flags
+
+
+def _truncate(ids: list[int], labels: list[int], source: str, max_length: int, strategy: str) -> Encoded:
+    if max_length == -1 or len(ids) <= max_length:
+        return Encoded(ids, labels, source)
+    if strategy == "delete":
+        raise RowError("over_length", f"{len(ids)} tokens > max_length {max_length} (truncation_strategy "
+                       "delete drops it; raise max_length or use left/right)")
+    if strategy == "left":
+        ids, labels = ids[-max_length:], labels[-max_length:]
+    else:
+        ids, labels = ids[:max_length], labels[:max_length]
+    if not any(t != IGNORE_INDEX for t in labels):
+        raise RowError("response_cut", f"cutting to max_length {max_length} removes every reply token")
+    return Encoded(ids, labels, source, truncated=True)

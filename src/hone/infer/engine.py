@@ -1,0 +1,157 @@
+"""The generation engine: messages in, text (whole or streamed) out.
+
+``hone chat`` drives it now; batch inference and the OpenAI-compatible server reuse the same object, so
+everything about prompts, stop conditions and adapters lives here once.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Protocol, Sequence
+
+import torch
+
+from ..config import GenCfg, ModelCfg
+from ..data.conversation import Message
+from ..errors import ModelError
+from ..models.load import choose_precision, load_model, load_tokenizer, resolve_model
+from ..templates import Template, get_template
+
+log = logging.getLogger("hone")
+
+
+class Engine(Protocol):
+    def generate(self, messages: Sequence[Message], gen: GenCfg, tools: Sequence[dict[str, Any]] = ()) -> str: ...
+
+    def stream(self, messages: Sequence[Message], gen: GenCfg,
+               tools: Sequence[dict[str, Any]] = ()) -> Iterator[str]: ...
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str  # "stop" or "length"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def run_info(adapter: str | Path) -> dict[str, Any]:
+    """What a hone run directory says about itself (base model, template, system prompt)."""
+    p = Path(adapter) / "hone_run.json"
+    if not p.is_file() and (Path(adapter).parent / "hone_run.json").is_file():  # a checkpoint inside a run
+        p = Path(adapter).parent / "hone_run.json"
+    try:
+        return json.loads(p.read_text()) if p.is_file() else {}
+    except (OSError, ValueError):
+        return {}
+
+
+class TransformersEngine:
+    """Generation with a transformers model (optionally with a LoRA adapter merged in)."""
+
+    def __init__(self, model: Any, tokenizer: Any, template: Template, system: str | None = None) -> None:
+        self.model, self.tokenizer, self.template, self.system = model, tokenizer, template, system
+        self.model.eval()
+        self._lock = threading.Lock()  # one generation at a time on one model
+
+    @classmethod
+    def load(cls, mcfg: ModelCfg, adapter: str | None = None, *, model_given: bool = True) -> "TransformersEngine":
+        """Load the base model (or a run's) and merge an adapter directory if given."""
+        info = run_info(adapter) if adapter else {}
+        ref = mcfg.model if model_given or not info else info.get("model_dir") or info.get("model", mcfg.model)
+        adapter_path = Path(adapter) if adapter else None
+        if adapter_path is not None and not adapter_path.is_dir():
+            raise ModelError(f"adapter {adapter} does not exist")
+        full = adapter_path is not None and (adapter_path / "config.json").is_file() and \
+            not (adapter_path / "adapter_config.json").is_file()
+        model_dir = adapter_path if full else resolve_model(ref, revision=mcfg.model_revision, token=mcfg.hub_token)
+        tokenizer = load_tokenizer(model_dir, mcfg)
+        model = load_model(model_dir, mcfg, choose_precision(mcfg.dtype))
+        if adapter_path is not None and not full:
+            if not (adapter_path / "adapter_config.json").is_file():
+                raise ModelError(f"{adapter_path} is not an adapter directory (no adapter_config.json)")
+            from peft import PeftModel
+
+            model = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
+        template_name = mcfg.template if mcfg.template != "auto" or not info else info.get("template", "auto")
+        system = mcfg.system if mcfg.system is not None else info.get("system")
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        return cls(model.to(device), tokenizer, get_template(template_name, tokenizer), system)
+
+    def prompt_ids(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]] = ()) -> list[int]:
+        msgs = list(messages)
+        if self.system is not None and not (msgs and msgs[0].role == "system"):
+            msgs.insert(0, Message("system", self.system))
+        return self.template.encode_prompt(msgs, self.tokenizer, tools)
+
+    def _gen_kwargs(self, gen: GenCfg) -> dict[str, Any]:
+        eos = set()
+        for src in (self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)):
+            eos.update(src if isinstance(src, (list, tuple)) else [src] if src is not None else [])
+        kw: dict[str, Any] = {"max_new_tokens": gen.max_new_tokens, "do_sample": gen.do_sample,
+                              "repetition_penalty": gen.repetition_penalty, "eos_token_id": sorted(eos),
+                              "pad_token_id": self.tokenizer.pad_token_id}
+        if gen.do_sample:
+            kw.update(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k or None)
+        else:
+            kw.update(temperature=None, top_p=None, top_k=None)
+        stops = list(gen.stop_words) + self.template.stop_words(self.tokenizer)
+        if stops:
+            kw.update(stop_strings=stops, tokenizer=self.tokenizer)
+        return kw
+
+    def complete(self, messages: Sequence[Message], gen: GenCfg, tools: Sequence[dict[str, Any]] = ()) -> Generation:
+        ids = self.prompt_ids(messages, tools)
+        x = torch.tensor([ids], device=self.model.device)
+        with self._lock, torch.no_grad():
+            out = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), **self._gen_kwargs(gen))
+        new = out[0, len(ids):].tolist()
+        reason = "length" if len(new) >= gen.max_new_tokens and not self._ended(new) else "stop"
+        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        return Generation(_cut_stops(text, gen.stop_words), len(ids), len(new), reason)
+
+    def _ended(self, new: list[int]) -> bool:
+        kw_eos = self._gen_kwargs(GenCfg())["eos_token_id"]
+        return bool(new) and new[-1] in kw_eos
+
+    def generate(self, messages: Sequence[Message], gen: GenCfg, tools: Sequence[dict[str, Any]] = ()) -> str:
+        return self.complete(messages, gen, tools).text
+
+    def stream(self, messages: Sequence[Message], gen: GenCfg, tools: Sequence[dict[str, Any]] = ()) -> Iterator[str]:
+        """Yield text pieces as they are generated."""
+        from transformers import TextIteratorStreamer
+
+        ids = self.prompt_ids(messages, tools)
+        x = torch.tensor([ids], device=self.model.device)
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True, timeout=600)
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                with self._lock, torch.no_grad():
+                    self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), streamer=streamer,
+                                        **self._gen_kwargs(gen))
+            except BaseException as e:  # surfaced in the caller's thread
+                errors.append(e)
+                streamer.end()
+
+        thread = threading.Thread(target=work, daemon=True)
+        thread.start()
+        for piece in streamer:
+            if piece:
+                yield piece
+        thread.join()
+        if errors:
+            raise errors[0]
+
+
+def _cut_stops(text: str, stops: Sequence[str]) -> str:
+    for s in stops:
+        i = text.find(s)
+        if i >= 0:
+            text = text[:i]
+    return text

@@ -1,0 +1,1 @@
+"""Models: built-in names, GGUF conversion, loading, and making them trainable."""

@@ -1,0 +1,154 @@
+"""Resolve a model reference to a local directory, and load its tokenizer and weights."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import ModelCfg
+from ..errors import ModelError
+from . import gguf
+from .registry import MODELS
+
+log = logging.getLogger("hone")
+
+
+def resolve_model(ref: str, *, revision: str | None = None, token: str | None = None) -> Path:
+    """A built-in name, a local HF directory, a local .gguf file or a hub id → a local model directory."""
+    if ref in MODELS:
+        return gguf.pull_builtin(MODELS.get(ref))
+    path = Path(ref).expanduser()
+    if path.suffix.lower() == ".gguf":
+        return gguf.from_gguf_file(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ModelError(f"{path} is not a model directory: it has no config.json")
+        return path
+    if path.exists():
+        raise ModelError(f"{path} is a file but not a .gguf model; pass a model directory, a .gguf file or a "
+                         f"built-in name ({', '.join(MODELS.names())})")
+    looks_like_path = ref.startswith((".", "/", "~")) or ref.count("/") != 1
+    if looks_like_path:
+        raise ModelError(f"model '{ref}' is not a built-in name ({', '.join(MODELS.names())}), and no such "
+                         "directory or .gguf file exists")
+    return _from_hub(ref, revision, token)
+
+
+def _from_hub(repo_id: str, revision: str | None, token: str | None) -> Path:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(repo_id, revision=revision, token=token,
+                                      allow_patterns=["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja",
+                                                      "*.tiktoken", "*.py"]))
+    except Exception as e:  # offline, unknown repo, gated, ...
+        kind = type(e).__name__
+        raise ModelError(f"cannot fetch '{repo_id}' from the Hugging Face hub ({kind}: {str(e)[:200]}). If this "
+                         "machine is offline, download the model elsewhere and pass its directory with --model, "
+                         f"or use a built-in model ({', '.join(MODELS.names())})") from None
+
+
+def _check_remote_code(model_dir: Path, trust: bool) -> None:
+    try:
+        cfg = json.loads((model_dir / "config.json").read_text())
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{model_dir / 'config.json'}: cannot read it ({e})") from None
+    if cfg.get("auto_map") and not trust:
+        raise ModelError(f"{model_dir} ships its own Python code (auto_map in config.json). hone does not run a "
+                         "model's code unless you allow it: set trust_remote_code: true if you trust its source")
+
+
+def load_tokenizer(model_dir: Path, cfg: ModelCfg) -> Any:
+    from transformers import AutoTokenizer
+
+    _check_remote_code(model_dir, cfg.trust_remote_code)
+    try:
+        tok = AutoTokenizer.from_pretrained(model_dir, trust_remote_code=cfg.trust_remote_code)
+    except Exception as e:
+        raise ModelError(f"{model_dir}: cannot load the tokenizer ({type(e).__name__}: {e})") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token  # padding is masked out of attention and loss
+    return tok
+
+
+@dataclass(frozen=True)
+class Precision:
+    """Where the model runs and in which dtypes: frozen weights in ``weights``, compute in ``compute``."""
+
+    device: str
+    weights: torch.dtype
+    compute: torch.dtype
+
+    @property
+    def mixed(self) -> str:
+        """accelerate's mixed_precision setting for this precision."""
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.compute, "no")
+
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def choose_precision(dtype: str, device: str | None = None) -> Precision:
+    """`auto`: bf16 on a GPU that has it, else fp16 on CUDA, fp32 on CPU."""
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if dtype == "auto":
+        if device == "cuda":
+            compute = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            compute = torch.float32
+    else:
+        compute = _DTYPES[dtype]
+    if device == "cpu" and compute == torch.float16:
+        raise ModelError("dtype fp16 needs a GPU; on CPU use fp32, or bf16 where the CPU supports it")
+    return Precision(device, compute, compute)
+
+
+def check_attention(attn_impl: str, device: str) -> None:
+    if attn_impl.startswith("flash_attention"):
+        pkg = "flash_attn_interface" if attn_impl.endswith("3") else "flash_attn"
+        if device != "cuda":
+            raise ModelError(f"attn_impl {attn_impl} needs a CUDA GPU; on this machine use attn_impl: sdpa")
+        if importlib.util.find_spec(pkg) is None:
+            raise ModelError(f"attn_impl {attn_impl} needs the {pkg} package: pip install 'hone[flash]' "
+                             "(or use attn_impl: sdpa)")
+
+
+def quantization_config(bits: int, cfg: ModelCfg, compute: torch.dtype) -> Any:
+    if not torch.cuda.is_available():
+        raise ModelError("QLoRA (a 4/8-bit base model) needs a CUDA GPU: bitsandbytes quantizes on the GPU. "
+                         "On this machine use tuning: lora (same adapters, unquantized base)")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        raise ModelError("QLoRA needs bitsandbytes: pip install 'hone[qlora]'")
+    from transformers import BitsAndBytesConfig
+
+    if bits == 8:
+        return BitsAndBytesConfig(load_in_8bit=True)
+    qc = compute if cfg.quant_compute_dtype == "auto" else _DTYPES[cfg.quant_compute_dtype]
+    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type=cfg.quant_type,
+                              bnb_4bit_use_double_quant=cfg.double_quant, bnb_4bit_compute_dtype=qc)
+
+
+def load_model(model_dir: Path, cfg: ModelCfg, precision: Precision, *, quant_bits: int = 0,
+               device_map: Any = None) -> Any:
+    """Load the causal LM with its frozen weights in ``precision.weights``."""
+    from transformers import AutoModelForCausalLM
+
+    _check_remote_code(model_dir, cfg.trust_remote_code)
+    check_attention(cfg.attn_impl, precision.device)
+    kwargs: dict[str, Any] = {"dtype": precision.weights, "attn_implementation": cfg.attn_impl,
+                              "trust_remote_code": cfg.trust_remote_code}
+    if quant_bits:
+        kwargs["quantization_config"] = quantization_config(quant_bits, cfg, precision.compute)
+        kwargs["device_map"] = device_map or {"": torch.cuda.current_device()}
+    elif device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{model_dir}: cannot load the model ({type(e).__name__}: {str(e)[:300]})") from None
+    return model

@@ -1,0 +1,1 @@
+"""Built-in declarative templates (register_template calls only)."""

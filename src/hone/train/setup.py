@@ -1,0 +1,150 @@
+"""What the loop needs before its first step: processes, run directory, optimizer, schedule."""
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..config import RunCfg
+from ..config_derive import learning_rate
+from ..errors import ConfigError, TrainingError
+from .schedule import lr_lambda, warmup_steps
+
+log = logging.getLogger("hone")
+
+DEEPSPEED_PRESETS = ("zero2", "zero3", "zero2_offload", "zero3_offload")
+
+
+def make_accelerator(cfg: RunCfg, mixed: str) -> Any:
+    from accelerate import Accelerator
+    from accelerate.utils import InitProcessGroupKwargs
+
+    t = cfg.train
+    kwargs: dict[str, Any] = {"mixed_precision": mixed,
+                              "kwargs_handlers": [InitProcessGroupKwargs(timeout=_dt.timedelta(seconds=t.ddp_timeout))]}
+    if t.ddp_backend != "auto":
+        from accelerate import PartialState
+
+        PartialState(backend=t.ddp_backend)  # the shared state the Accelerator below joins
+    if t.deepspeed:
+        kwargs["deepspeed_plugin"] = deepspeed_plugin(t.deepspeed, t.gradient_accumulation_steps, t.max_grad_norm)
+    try:
+        return Accelerator(**kwargs)
+    except (ValueError, RuntimeError, ImportError) as e:
+        raise ConfigError(f"cannot set up the training processes: {e}") from None
+
+
+def deepspeed_plugin(spec: str, accum: int, clip: float) -> Any:
+    import importlib.util
+
+    if not torch.cuda.is_available():
+        raise ConfigError("deepspeed needs CUDA GPUs; on this machine train without it (remove `deepspeed`)")
+    if importlib.util.find_spec("deepspeed") is None:
+        raise ConfigError("deepspeed is not installed: pip install 'hone[deepspeed]'")
+    from accelerate.utils import DeepSpeedPlugin
+
+    if spec in DEEPSPEED_PRESETS:
+        from importlib import resources
+
+        path = resources.files("hone") / "resources" / "deepspeed" / f"{spec}.json"
+        spec = str(path)
+    elif not Path(spec).is_file():
+        raise ConfigError(f"deepspeed: '{spec}' is neither a preset ({', '.join(DEEPSPEED_PRESETS)}) nor a file")
+    return DeepSpeedPlugin(hf_ds_config=spec, gradient_accumulation_steps=accum, gradient_clipping=clip or None)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _slug(ref: str) -> str:
+    name = Path(ref).name if ("/" in ref or Path(ref).exists()) else ref
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
+
+
+def new_run_dir(cfg: RunCfg) -> Path:
+    """``output_dir`` itself, or ``output_dir/<model>/v<N>-<timestamp>`` with a fresh N."""
+    base = Path(cfg.train.output_dir)
+    if not cfg.train.add_output_dir_suffix:
+        return base
+    parent = base / _slug(cfg.model.model)
+    n = 0
+    if parent.is_dir():
+        for p in parent.iterdir():
+            m = re.match(r"^v(\d+)-", p.name)
+            if m:
+                n = max(n, int(m.group(1)) + 1)
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return parent / f"v{n}-{stamp}"
+
+
+def latest_run_dir(cfg: RunCfg) -> Path | None:
+    """The newest run directory of this model under output_dir (for resume: auto)."""
+    base = Path(cfg.train.output_dir)
+    if not cfg.train.add_output_dir_suffix:
+        return base if base.is_dir() else None
+    parent = base / _slug(cfg.model.model)
+    runs = [(int(m.group(1)), p) for p in parent.glob("v*-*") if (m := re.match(r"^v(\d+)-", p.name))] \
+        if parent.is_dir() else []
+    return max(runs)[1] if runs else None
+
+
+def ensure_writable(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / ".write-test"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise TrainingError(f"cannot write to the output directory {run_dir} ({e.strerror or e}); choose another "
+                            "output_dir") from None
+
+
+def build_optimizer(model: torch.nn.Module, cfg: RunCfg) -> torch.optim.Optimizer:
+    """The named optimizer over trainable parameters; no weight decay on biases and norm weights."""
+    t = cfg.train
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
+    groups = [{"params": decay, "weight_decay": t.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    groups = [g for g in groups if g["params"]]
+    lr = learning_rate(cfg)
+    name = t.optim
+    betas = (t.adam_beta1, t.adam_beta2)
+    if name in ("adamw_torch", "adamw", "adamw_torch_fused"):
+        fused = name == "adamw_torch_fused" and torch.cuda.is_available()
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=t.adam_epsilon, fused=fused or None)
+    if name == "adam":
+        return torch.optim.Adam(groups, lr=lr, betas=betas, eps=t.adam_epsilon)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=0.9)
+    if name == "adafactor":
+        return torch.optim.Adafactor(groups, lr=lr)
+    if name in ("adamw_8bit", "paged_adamw_8bit"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"optim {name} needs a CUDA GPU (bitsandbytes); use adamw_torch")
+        try:
+            import bitsandbytes as bnb
+        except ImportError:
+            raise ConfigError(f"optim {name} needs bitsandbytes: pip install 'hone[qlora]'") from None
+        cls = bnb.optim.PagedAdamW8bit if name.startswith("paged") else bnb.optim.AdamW8bit
+        return cls(groups, lr=lr, betas=betas, eps=t.adam_epsilon)
+    raise ConfigError(f"unknown optimizer {name}")
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: RunCfg, total: int) -> Any:
+    t = cfg.train
+    warm = warmup_steps(t.warmup_steps, t.warmup_ratio, total)
+    if t.lr_scheduler_type == "constant":
+        warm = 0
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(t.lr_scheduler_type, warm, total, t.min_lr_ratio))
