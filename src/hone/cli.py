@@ -140,6 +140,27 @@ def cmd_config(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def cmd_templates(args: argparse.Namespace, rest: list[str]) -> int:
+    from .templates.base import TEMPLATES, _load_builtins
+
+    _load_builtins()
+    print("auto  (the tokenizer's own chat template; the default)")
+    for name in TEMPLATES:
+        print(name)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace, rest: list[str]) -> int:
+    from .data import inspect as data_inspect
+
+    cfg = _load(rest)
+    if args.action == "check":
+        print(data_inspect.check_report(cfg))
+    else:
+        print(data_inspect.preview(cfg, n=args.n, color=sys.stdout.isatty() and not args.no_color))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hone", description="Fine-tune chat LLMs on your own data.")
     p.add_argument("--version", action="version", version=f"hone {__version__}")
@@ -162,6 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
                        description="hone config keys | hone config show [CONFIG.yaml] [--key value ...]")
     g.add_argument("action", choices=("keys", "show"))
     g.set_defaults(fn=cmd_config)
+    tp = sub.add_parser("templates", help="list chat templates", description="hone templates list")
+    tp.add_argument("action", choices=("list",))
+    tp.set_defaults(fn=cmd_templates)
+    d = sub.add_parser("data", help="check or preview training data",
+                       description="hone data check CONFIG | hone data preview CONFIG [-n 3]: statistics and bad "
+                       "rows, or samples rendered exactly as the model sees them with the tokens that carry loss "
+                       "marked. " + KEYS_NOTE)
+    d.add_argument("action", choices=("check", "preview"))
+    d.add_argument("-n", type=int, default=3, help="rows to preview")
+    d.add_argument("--no-color", action="store_true", help="plain markers instead of colour")
+    d.set_defaults(fn=cmd_data)
     return p
 
 
