@@ -133,13 +133,13 @@ class TrainCfg:
     min_lr_ratio: float = opt(0.1, "With `cosine_with_min_lr`: the final learning rate as a share of the peak.")
     warmup_ratio: float = opt(0.05, "Share of the steps spent warming the learning rate up from 0.")
     warmup_steps: int = opt(0, "Warmup steps; when > 0 it overrides `warmup_ratio`.")
-    optim: str = opt("adamw_torch", "Optimizer.",
+    optim: str = opt("adamw_torch", "Optimizer (8-bit ones need CUDA and bitsandbytes).",
                      choices=("adamw_torch", "adamw_torch_fused", "adamw", "adam", "sgd", "adafactor",
                               "adamw_8bit", "paged_adamw_8bit"))
     weight_decay: float = opt(0.01, "Decoupled weight decay (not applied to biases and norms).")
-    adam_beta1: float = opt(0.9, "Adam beta1.")
-    adam_beta2: float = opt(0.999, "Adam beta2.")
-    adam_epsilon: float = opt(1e-8, "Adam epsilon.")
+    adam_beta1: float = opt(0.9, "Adam first-moment decay (beta1).")
+    adam_beta2: float = opt(0.999, "Adam second-moment decay (beta2).")
+    adam_epsilon: float = opt(1e-8, "Adam denominator epsilon (numerical stability).")
     max_grad_norm: float = opt(1.0, "Clip the gradient norm to this; 0 turns clipping off.")
     seed: int = opt(42, "Seed for weights init, dropout and data order (each process adds its rank).")
     gradient_checkpointing: bool = opt(False, "Recompute activations in the backward pass: less memory, "
@@ -306,6 +306,9 @@ def _resolve_aliases(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
         else:
             raise ConfigError(f"{where}unknown key '{key}'{_closest(k)}. See `hone config keys` for all keys.")
         if target in out and origin[target] != k and out[target] != val:
+            if (target, {out[target], val}) == ("tuning", {"lora", "qlora"}):  # MiniCPM: --use_lora --qlora
+                out[target] = "qlora"
+                continue
             raise ConfigError(f"{where}'{origin[target]}' and '{k}' both set '{target}' ({out[target]!r} vs "
                               f"{val!r}); keep one of them")
         out[target] = val

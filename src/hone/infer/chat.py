@@ -10,8 +10,9 @@ from ..data.conversation import Message
 HELP = "commands: /clear (forget the conversation), /system TEXT (set the system prompt), /exit"
 
 
-def chat_loop(engine: Any, gen: GenCfg, *, read: Callable[[str], str] = input, out: TextIO = sys.stdout) -> None:
+def chat_loop(engine: Any, gen: GenCfg, *, read: Callable[[str], str] = input, out: TextIO | None = None) -> None:
     """Read user turns until /exit or end of input; each reply is streamed and kept in the history."""
+    out = out or sys.stdout
     history: list[Message] = []
     system: str | None = None
     out.write(f"hone chat — {HELP}\n")
@@ -54,8 +55,9 @@ def chat_loop(engine: Any, gen: GenCfg, *, read: Callable[[str], str] = input, o
         history.append(Message("assistant", "".join(reply).strip()))
 
 
-def answer_once(engine: Any, gen: GenCfg, prompt: str, system: str | None = None, out: TextIO = sys.stdout) -> str:
+def answer_once(engine: Any, gen: GenCfg, prompt: str, system: str | None = None, out: TextIO | None = None) -> str:
     """`--prompt`: one reply, printed (streamed if asked) and returned."""
+    out = out or sys.stdout
     msgs = ([Message("system", system)] if system else []) + [Message("user", prompt)]
     if gen.stream:
         parts = []
