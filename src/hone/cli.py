@@ -5,6 +5,7 @@ import argparse
 import logging
 import os
 import sys
+import warnings
 from typing import Any, Sequence
 
 from . import __version__
@@ -24,6 +25,8 @@ def setup_logging(main_process: bool = True) -> None:
     log.handlers[:] = [handler]
     log.setLevel(level)
     log.propagate = False
+    # peft (0.21) calls a transformers attribute that transformers 5 deprecates; the warning is not the user's.
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
     try:
         import transformers
 
