@@ -137,3 +137,13 @@ def test_chat_loop_keeps_history_and_handles_commands():
 def test_models_list_shows_default():
     code, out, _ = run(["models", "list"])
     assert code == 0 and "smollm2-135m" in out and "not pulled" in out
+
+
+def test_model_without_chat_template_asks_for_one(tiny_model_dir, tmp_path, identity_file):
+    import shutil
+
+    d = tmp_path / "base-model"
+    shutil.copytree(tiny_model_dir, d)
+    (d / "chat_template.jinja").unlink()
+    code, _, err = run(["train", "--model", str(d), "--dataset", str(identity_file), "--output_dir", str(tmp_path)])
+    assert code == 2 and "no chat template" in err and "--template" in err
