@@ -57,6 +57,10 @@ class TransformersEngine:
         self.model, self.tokenizer, self.template, self.system = model, tokenizer, template, system
         self.model.eval()
         self._lock = threading.Lock()  # one generation at a time on one model
+        eos: set[int] = set()
+        for src in (tokenizer.eos_token_id, getattr(model.generation_config, "eos_token_id", None)):
+            eos.update(src if isinstance(src, (list, tuple)) else [src] if src is not None else [])
+        self.eos_ids = sorted(eos)
 
     @classmethod
     def load(cls, mcfg: ModelCfg, adapter: str | None = None, *, model_given: bool = True) -> "TransformersEngine":
@@ -89,11 +93,8 @@ class TransformersEngine:
         return self.template.encode_prompt(msgs, self.tokenizer, tools)
 
     def _gen_kwargs(self, gen: GenCfg) -> dict[str, Any]:
-        eos = set()
-        for src in (self.tokenizer.eos_token_id, getattr(self.model.generation_config, "eos_token_id", None)):
-            eos.update(src if isinstance(src, (list, tuple)) else [src] if src is not None else [])
         kw: dict[str, Any] = {"max_new_tokens": gen.max_new_tokens, "do_sample": gen.do_sample,
-                              "repetition_penalty": gen.repetition_penalty, "eos_token_id": sorted(eos),
+                              "repetition_penalty": gen.repetition_penalty, "eos_token_id": self.eos_ids,
                               "pad_token_id": self.tokenizer.pad_token_id}
         if gen.do_sample:
             kw.update(temperature=gen.temperature, top_p=gen.top_p, top_k=gen.top_k or None)
@@ -110,13 +111,10 @@ class TransformersEngine:
         with self._lock, torch.no_grad():
             out = self.model.generate(input_ids=x, attention_mask=torch.ones_like(x), **self._gen_kwargs(gen))
         new = out[0, len(ids):].tolist()
-        reason = "length" if len(new) >= gen.max_new_tokens and not self._ended(new) else "stop"
+        ended = bool(new) and new[-1] in self.eos_ids
+        reason = "length" if len(new) >= gen.max_new_tokens and not ended else "stop"
         text = self.tokenizer.decode(new, skip_special_tokens=True)
         return Generation(_cut_stops(text, gen.stop_words), len(ids), len(new), reason)
-
-    def _ended(self, new: list[int]) -> bool:
-        kw_eos = self._gen_kwargs(GenCfg())["eos_token_id"]
-        return bool(new) and new[-1] in kw_eos
 
     def generate(self, messages: Sequence[Message], gen: GenCfg, tools: Sequence[dict[str, Any]] = ()) -> str:
         return self.complete(messages, gen, tools).text
