@@ -55,7 +55,7 @@ def _load(rest: Sequence[str], extra: dict[str, Any] | None = None) -> Any:
 def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     cfg = _load(rest)
     if cfg.train.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
-        return _relaunch(cfg.train.nproc_per_node, ["train", *rest])
+        return _relaunch(cfg.train.nproc_per_node, ["train", *rest], cfg.train.master_port)
     setup_logging(os.environ.get("RANK", "0") == "0")
     from .train.loop import train
 
@@ -63,15 +63,26 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     print(f"run directory: {result.run_dir}")
     if result.best_checkpoint:
         print(f"best checkpoint: {result.best_checkpoint}")
+    print(f"talk to it: hone chat --adapter {result.run_dir}")
     return 0
 
 
-def _relaunch(nproc: int, argv: list[str]) -> int:
-    """Start `nproc` processes of this command through torch's launcher (accelerate joins them)."""
+def _relaunch(nproc: int, argv: list[str], master_port: int | None = None) -> int:
+    """Start `nproc` processes of this command on this machine through torch's launcher (accelerate joins them).
+
+    Without a given port, `--standalone` picks a free one, so two runs on one machine never collide.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 
     log.info("launching %d processes", nproc)
-    torchrun(["--nproc_per_node", str(nproc), "-m", "hone", *argv])
+    where = ["--master_port", str(master_port)] if master_port else ["--standalone"]
+    try:
+        torchrun(["--nproc_per_node", str(nproc), *where, "-m", "hone", *argv])
+    except ChildFailedError as e:
+        print(f"error: a training process failed ({len(e.failures)} of {nproc}); see its messages above",
+              file=sys.stderr)
+        return 1
     return 0
 
 
