@@ -86,7 +86,12 @@ class DataCfg:
                                       "Two values: Chinese then English.")
     model_author: tuple[str, ...] = opt((), "Who made the tuned model: fills `{{author}}` in data rows. Two "
                                         "values: Chinese then English.")
-    preprocessing_num_workers: int = opt(1, "Processes used to tokenize the data.")
+    preprocessing_num_workers: int = opt(1, "Processes used to tokenize the data (the result is the same for "
+                                         "any number).")
+    data_cache: bool = opt(True, "Reuse the tokenized data of an earlier run with the same data files, "
+                           "template, tokenizer and settings (kept under $HONE_HOME/cache/data).")
+    max_bad_ratio: float = opt(0.5, "Stop before training when more than this share (0-1) of the rows is "
+                               "dropped as bad; 1 never stops.")
     packing: bool = opt(False, "Pack several rows into one sequence (attention stays within each row).")
 
 
@@ -174,6 +179,8 @@ class TrainCfg:
     deepspeed: str | None = opt(None, "DeepSpeed: `zero2`, `zero3`, `zero2_offload`, `zero3_offload`, or a "
                                 "config JSON path (needs CUDA and the `deepspeed` extra).")
     nproc_per_node: int = opt(1, "Processes to launch on this machine (one per GPU; on CPU, gloo).")
+    master_port: int | None = opt(None, "Port the processes launched by `nproc_per_node` meet on; unset: a free "
+                                  "port. (With torchrun, pass its own --master_port instead.)")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ class Encoded:
     labels: list[int]
     source: str = ""
     truncated: bool = False
+    eos_cut: bool = False
+    """Truncation removed the last reply's end (its end-of-turn / EOS token)."""
 
     @property
     def n_supervised(self) -> int:
@@ -67,10 +69,16 @@ def _truncate(ids: list[int], labels: list[int], source: str, max_length: int, s
     if strategy == "delete":
         raise RowError("over_length", f"{len(ids)} tokens > max_length {max_length} (truncation_strategy "
                        "delete drops it; raise max_length or use left/right)")
+    n = len(ids)
+    last = max(i for i, t in enumerate(labels) if t != IGNORE_INDEX)
     if strategy == "left":
         ids, labels = ids[-max_length:], labels[-max_length:]
+        eos_cut = False
     else:
         ids, labels = ids[:max_length], labels[:max_length]
+        eos_cut = last >= max_length
     if not any(t != IGNORE_INDEX for t in labels):
-        raise RowError("response_cut", f"cutting to max_length {max_length} removes every reply token")
-    return Encoded(ids, labels, source, truncated=True)
+        raise RowError("response_cut", f"{n} tokens > max_length {max_length}, and cutting its "
+                       f"{'start' if strategy == 'left' else 'end'} removes every reply token; raise "
+                       "max_length or shorten the prompt")
+    return Encoded(ids, labels, source, truncated=True, eos_cut=eos_cut)

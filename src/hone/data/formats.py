@@ -229,7 +229,8 @@ def _read_messages(row, cols, tags, source) -> Conversation:
             calls.append(ToolCall(str(fn["name"]), _parse_arguments(fn.get("arguments", {}))))
         content = m.get(content_tag)
         if content is None and not calls:
-            raise RowError("missing_field", f"message {i} ({role}) has no '{content_tag}'")
+            what = "is null" if content_tag in m else "is missing"
+            raise RowError("missing_field", f"message {i} ({role}): '{content_tag}' {what}")
         train = m.get("train", m.get("loss"))
         weight = m.get("loss_weight", m.get("weight", 1.0))
         msgs.append(Message(str(role), _text(content, f"message {i} content"), tuple(calls),

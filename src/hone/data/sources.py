@@ -1,21 +1,25 @@
-"""The only data I/O: files and folders, named datasets, `#N` sampling, mixing and validation splits."""
+"""The only data I/O: files and folders, saved datasets, dataset_info.json names and registered datasets."""
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
-import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, replace
+from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
 from ..errors import DataError
 from ..registry import Registry
 from .conversation import Conversation, check_conversation
-from .formats import FormatSpec, RowError, fill_placeholders, to_conversation
+from .formats import FormatSpec, RowError, detect_format, fill_placeholders, to_conversation
+from .mixing import BadRow, DataReport, DatasetSpec, sample, split_val  # noqa: F401  (re-exported)
 
 EXTENSIONS = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt")
 
 DATASETS: Registry[Callable[..., Any]] = Registry("dataset")
+
+Row = tuple[Any, str, "RowError | None"]
 
 
 def register_dataset(name: str, fn: Callable[..., Any] | None = None, *, overwrite: bool = False, **kwargs: Any):
@@ -30,83 +34,23 @@ def register_dataset(name: str, fn: Callable[..., Any] | None = None, *, overwri
     return deco(fn) if fn is not None else deco
 
 
-@dataclass(frozen=True)
-class BadRow:
-    location: str
-    reason: str
-    detail: str
-
-    def __str__(self) -> str:
-        return f"{self.location}: {self.reason}: {self.detail}"
-
-
-@dataclass
-class DataReport:
-    """Rows kept and dropped, by reason, with every bad row's location."""
-
-    kept: int = 0
-    bad: list[BadRow] = field(default_factory=list)
-
-    def add(self, other: "DataReport") -> None:
-        self.kept += other.kept
-        self.bad += other.bad
-
-    def counts(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for b in self.bad:
-            out[b.reason] = out.get(b.reason, 0) + 1
-        return out
-
-    def summary(self) -> str:
-        parts = [f"{self.kept} rows kept"]
-        parts += [f"{n} dropped ({r})" for r, n in sorted(self.counts().items())]
-        return ", ".join(parts)
-
-
-@dataclass(frozen=True)
-class DatasetSpec:
-    """One entry of `dataset`: a path or name, an optional row count (`#N`) and hub prefix."""
-
-    target: str
-    count: int | None = None
-    hub: str | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> "DatasetSpec":
-        s = text.strip()
-        hub = None
-        for prefix in ("hf::", "ms::", "HF::", "MS::"):
-            if s.startswith(prefix):
-                hub, s = prefix[:2].lower(), s[len(prefix):]
-        count = None
-        if "#" in s:
-            base, _, n = s.rpartition("#")
-            try:
-                count = int(n)
-            except ValueError:
-                raise DataError(f"dataset '{text}': the part after '#' must be a row count, got '{n}'") from None
-            if count < 1:
-                raise DataError(f"dataset '{text}': the row count after '#' must be >= 1")
-            s = base
-        return cls(s, count, hub)
-
-
 # --------------------------------------------------------------------------------------------- file readers
 
-def _json_rows(path: Path) -> Iterator[tuple[Any, str, RowError | None]]:
-    text = path.read_text(encoding="utf-8-sig")
+def _json_rows(path: Path, text: str) -> Iterator[Row]:
     stripped = text.lstrip()
     if stripped.startswith("["):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as e:
-            raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno}); fix the file or "
-                            "write one JSON object per line (.jsonl)") from None
+            yield None, f"{path}:{e.lineno}", RowError(
+                "bad_json", f"the file is not valid JSON ({e.msg} at column {e.colno}), so none of its rows can "
+                "be read; fix it, or write one JSON object per line (.jsonl) so one bad line costs one row")
+            return
         for i, row in enumerate(data):
             yield row, f"{path}#{i + 1}", None
         return
     if stripped.startswith("{"):
-        try:  # one object holding the whole dataset, or JSON lines
+        try:  # one object holding the whole file, or JSON lines
             data = json.loads(text)
             if isinstance(data, dict):
                 yield data, f"{path}#1", None
@@ -116,7 +60,7 @@ def _json_rows(path: Path) -> Iterator[tuple[Any, str, RowError | None]]:
     yield from _jsonl_lines(path, text)
 
 
-def _jsonl_lines(path: Path, text: str) -> Iterator[tuple[Any, str, RowError | None]]:
+def _jsonl_lines(path: Path, text: str) -> Iterator[Row]:
     for n, line in enumerate(text.splitlines(), 1):
         if not line.strip():
             continue
@@ -126,7 +70,7 @@ def _jsonl_lines(path: Path, text: str) -> Iterator[tuple[Any, str, RowError | N
             yield None, f"{path}:{n}", RowError("bad_json", f"not valid JSON ({e.msg} at column {e.colno})")
 
 
-def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[Any, str, RowError | None]]:
+def _csv_rows(path: Path, delimiter: str) -> Iterator[Row]:
     with path.open(encoding="utf-8-sig", newline="") as fh:
         reader = csv.DictReader(fh, delimiter=delimiter)
         for row in reader:
@@ -137,7 +81,7 @@ def _csv_rows(path: Path, delimiter: str) -> Iterator[tuple[Any, str, RowError |
             yield {k: v for k, v in row.items() if k is not None}, loc, None
 
 
-def _parquet_rows(path: Path) -> Iterator[tuple[Any, str, RowError | None]]:
+def _parquet_rows(path: Path) -> Iterator[Row]:
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -146,36 +90,60 @@ def _parquet_rows(path: Path) -> Iterator[tuple[Any, str, RowError | None]]:
         yield row, f"{path}#{i + 1}", None
 
 
-def _txt_rows(path: Path) -> Iterator[tuple[Any, str, RowError | None]]:
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+def _txt_rows(path: Path, text: str) -> Iterator[Row]:
+    for n, line in enumerate(text.splitlines(), 1):
         if line.strip():
             yield {"text": line}, f"{path}:{n}", None
 
 
-def read_file(path: Path) -> Iterator[tuple[Any, str, RowError | None]]:
-    """Yield (row, location, error) for every row of a data file."""
+def is_saved_dataset(path: Path) -> bool:
+    """A directory written by Hugging Face ``datasets``' ``save_to_disk``."""
+    return path.is_dir() and ((path / "state.json").is_file() or (path / "dataset_dict.json").is_file())
+
+
+def _saved_dataset_rows(path: Path, split: str | None) -> Iterator[Row]:
+    try:
+        import datasets
+    except ImportError:
+        raise DataError(f"{path} is a saved Hugging Face dataset (save_to_disk); reading it needs the `datasets` "
+                        "package: pip install 'hone[data]' (or export it to .jsonl/.parquet)") from None
+    ds = datasets.load_from_disk(str(path))
+    if isinstance(ds, datasets.DatasetDict):
+        name = split or ("train" if "train" in ds else next(iter(ds)))
+        if name not in ds:
+            raise DataError(f"{path}: no split '{name}'; it has {', '.join(ds)}")
+        ds = ds[name]
+    for i, row in enumerate(ds):
+        yield row, f"{path}#{i + 1}", None
+
+
+def read_file(path: Path, split: str | None = None) -> Iterator[Row]:
+    """Yield (row, location, error) for every row of a data file; a file that cannot be read is one bad row."""
     suffix = path.suffix.lower()
     try:
-        if suffix == ".json":
-            yield from _json_rows(path)
-        elif suffix == ".jsonl":
-            yield from _jsonl_lines(path, path.read_text(encoding="utf-8-sig"))
+        if is_saved_dataset(path):
+            yield from _saved_dataset_rows(path, split)
+        elif suffix in (".json", ".jsonl", ".txt"):
+            text = path.read_text(encoding="utf-8-sig")
+            yield from (_json_rows(path, text) if suffix == ".json" else _jsonl_lines(path, text)
+                        if suffix == ".jsonl" else _txt_rows(path, text))
         elif suffix in (".csv", ".tsv"):
             yield from _csv_rows(path, "\t" if suffix == ".tsv" else ",")
         elif suffix == ".parquet":
             yield from _parquet_rows(path)
-        elif suffix == ".txt":
-            yield from _txt_rows(path)
         else:
             raise DataError(f"{path}: unsupported file type '{suffix}'; use one of {', '.join(EXTENSIONS)}")
     except UnicodeDecodeError as e:
-        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); save the file as UTF-8") from None
+        yield None, str(path), RowError("unreadable_file", f"not UTF-8 text (byte {e.start}); save it as UTF-8")
     except OSError as e:
-        raise DataError(f"{path}: cannot read the file ({e.strerror})") from None
+        yield None, str(path), RowError("unreadable_file", f"cannot read the file ({e.strerror or e})")
+    except (csv.Error, ValueError) as e:  # malformed csv, corrupt parquet
+        yield None, str(path), RowError("unreadable_file", f"cannot parse the file ({type(e).__name__}: {e})")
 
 
 def data_files(path: Path) -> list[Path]:
-    if path.is_dir():
+    """The data files a path stands for: itself, or every data file in a folder (sorted)."""
+    if path.is_dir() and not is_saved_dataset(path):
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in EXTENSIONS
                        and not p.name.startswith(".") and p.name != "dataset_info.json")
         if not files:
@@ -184,9 +152,22 @@ def data_files(path: Path) -> list[Path]:
     return [path]
 
 
+def file_digest(path: Path) -> str:
+    """sha256 of a data file's bytes (of every file, for a saved dataset directory)."""
+    h = hashlib.sha256()
+    for p in sorted(path.rglob("*")) if path.is_dir() else [path]:
+        if p.is_file():
+            h.update(p.name.encode())
+            with p.open("rb") as fh:
+                for block in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()
+
+
 # ------------------------------------------------------------------------------------------ dataset_info.json
 
 def load_dataset_info(path: Path) -> dict[str, dict[str, Any]]:
+    """Dataset names → entries of a LLaMA-Factory style dataset_info.json (or YAML), with their base folder."""
     if not path.is_file():
         raise DataError(f"dataset info file {path} does not exist")
     try:
@@ -194,11 +175,15 @@ def load_dataset_info(path: Path) -> dict[str, dict[str, Any]]:
         info = json.loads(text) if path.suffix == ".json" else __import__("yaml").safe_load(text)
     except (json.JSONDecodeError, ValueError) as e:
         raise DataError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(info, dict):
-        raise DataError(f"{path}: must map dataset names to entries")
-    if isinstance(info, dict) and all(isinstance(v, dict) for v in info.values()):
-        return {k: {**v, "_base": str(path.parent)} for k, v in info.items()}
-    raise DataError(f"{path}: every entry must be an object with a 'file_name'")
+    if not isinstance(info, dict) or not all(isinstance(v, dict) for v in info.values()):
+        raise DataError(f"{path}: must map dataset names to objects with a 'file_name'")
+    return {k: {**v, "_base": str(path.parent)} for k, v in info.items()}
+
+
+def builtin_info() -> dict[str, dict[str, Any]]:
+    """The demo datasets shipped with hone (alpaca_en_demo, identity, ...), usable by name."""
+    base = Path(str(resources.files("hone").joinpath("resources", "datasets")))
+    return load_dataset_info(base / "dataset_info.json") if (base / "dataset_info.json").is_file() else {}
 
 
 @dataclass(frozen=True)
@@ -214,7 +199,7 @@ class Source:
 
 
 def resolve(spec: DatasetSpec, info: Mapping[str, Mapping[str, Any]], fmt: str, dataset_dir: str | None) -> Source:
-    """Turn a dataset entry into a Source (a registered function, a dataset_info name, or a path)."""
+    """Turn a dataset entry into a Source: a registered function, a dataset_info name, a path, or a demo set."""
     if spec.hub:
         raise DataError(f"dataset '{spec.hub}::{spec.target}' is on a hub, and this machine cannot reach it: "
                         "download it and pass the local file instead")
@@ -222,46 +207,58 @@ def resolve(spec: DatasetSpec, info: Mapping[str, Mapping[str, Any]], fmt: str, 
         return Source(spec.target, fn=DATASETS.get(spec.target), spec=FormatSpec(fmt))
     if spec.target in info:
         return _from_info(spec.target, info[spec.target], fmt)
-    path = Path(spec.target)
+    path = Path(spec.target).expanduser()
     if not path.is_absolute() and dataset_dir and not path.exists():
         path = Path(dataset_dir) / path
     if path.exists():
         return Source(spec.target, tuple(data_files(path)), FormatSpec(fmt))
-    known = sorted(set(info) | set(DATASETS))
-    hint = f" Registered names: {', '.join(known)}." if known else ""
-    raise DataError(f"dataset '{spec.target}' is neither a file nor a registered name.{hint} Check the path, or "
-                    "set dataset_dir to the folder holding its dataset_info.json")
+    builtin = builtin_info()
+    if spec.target in builtin:
+        return _from_info(spec.target, builtin[spec.target], fmt)
+    known = sorted(set(info) | set(DATASETS) | set(builtin))
+    raise DataError(f"dataset '{spec.target}' is neither a file nor a registered name. Known names: "
+                    f"{', '.join(known)}. Check the path, or set dataset_dir to the folder holding its "
+                    "dataset_info.json")
+
+
+def _entry_format(entry: Mapping[str, Any], fmt: str) -> str:
+    formatting = entry.get("formatting") or fmt
+    formatting = {"openai": "messages"}.get(formatting, formatting)
+    tags = entry.get("tags") or {}
+    if formatting == "sharegpt" and tags.get("role_tag") == "role":
+        return "messages"
+    columns = set(entry.get("columns") or {})
+    if formatting == "auto" and columns and columns <= {"prompt"}:
+        return "text"  # LLaMA-Factory's pre-training entries map only `prompt`
+    return formatting
 
 
 def _from_info(name: str, entry: Mapping[str, Any], fmt: str) -> Source:
     base = Path(entry["_base"])
-    for hub_key in ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url"):
-        if hub_key in entry and "file_name" not in entry:
-            raise DataError(f"dataset '{name}' lives on a hub ({entry[hub_key]}), which this machine cannot "
-                            "reach: download it and point 'file_name' at the local copy")
     if "file_name" not in entry:
+        hub = next((entry[k] for k in ("hf_hub_url", "ms_hub_url", "om_hub_url", "script_url") if k in entry), None)
+        if hub:
+            raise DataError(f"dataset '{name}' lives on a hub ({hub}), which this machine cannot reach: download "
+                            "it and point 'file_name' at the local copy")
         raise DataError(f"dataset '{name}' in {base / 'dataset_info.json'} has no 'file_name'")
+    if entry.get("ranking"):
+        raise DataError(f"dataset '{name}' is a ranking (preference) set; hone trains SFT, which needs one "
+                        "reply per prompt")
     path = (base / entry["file_name"]).resolve()
     if not path.is_relative_to(base.resolve()):
         raise DataError(f"dataset '{name}': file_name '{entry['file_name']}' points outside {base}; keep data "
                         "files inside the dataset folder")
     if not path.exists():
         raise DataError(f"dataset '{name}': file {path} does not exist")
-    formatting = entry.get("formatting", "alpaca" if fmt == "auto" else fmt)
-    formatting = {"openai": "messages"}.get(formatting, formatting)
-    columns = dict(entry.get("columns") or {})
-    if entry.get("ranking"):
-        raise DataError(f"dataset '{name}' is a ranking (preference) set; hone trains SFT, which needs one "
-                        "reply per prompt")
-    if formatting == "sharegpt" and "tags" in entry and entry["tags"].get("role_tag") == "role":
-        formatting = "messages"
-    return Source(name, tuple(data_files(path)), FormatSpec(formatting, columns, dict(entry.get("tags") or {})),
-                  split=entry.get("split"), num_samples=entry.get("num_samples"))
+    spec = FormatSpec(_entry_format(entry, fmt), dict(entry.get("columns") or {}), dict(entry.get("tags") or {}))
+    return Source(name, tuple(data_files(path)), spec, split=entry.get("split"),
+                  num_samples=entry.get("num_samples"))
 
 
 # ---------------------------------------------------------------------------------------------- loading
 
-def read_source(src: Source, name: tuple[str, ...] = (), author: tuple[str, ...] = ()) -> tuple[list[Conversation], list[Conversation], DataReport]:
+def read_source(src: Source, name: tuple[str, ...] = (), author: tuple[str, ...] = ()
+                ) -> tuple[list[Conversation], list[Conversation], DataReport]:
     """Read every row of a source into Conversations; bad rows go into the report, never silently away."""
     report = DataReport()
     train: list[Conversation] = []
@@ -270,49 +267,43 @@ def read_source(src: Source, name: tuple[str, ...] = (), author: tuple[str, ...]
         out = src.fn()
         parts = out if isinstance(out, tuple) and len(out) == 2 else (out, [])
         for target, rows in zip((train, val), parts):
-            for i, row in enumerate(rows):
-                _add(target, row, f"{src.name}#{i + 1}", src.spec, report, name, author)
+            located = [(row, f"{src.name}#{i + 1}", None) for i, row in enumerate(rows)]
+            _convert(located, src.spec, target, report, name, author)
         return train, val, report
     for path in src.files:
-        fmt_spec = src.spec
-        for row, loc, err in read_file(path):
-            if err is not None:
-                report.bad.append(BadRow(loc, err.reason, err.detail))
-                continue
-            _add(train, row, loc, fmt_spec, report, name, author)
+        _convert(list(read_file(path, src.split)), src.spec, train, report, name, author)
     return train, val, report
 
 
-def _add(target: list[Conversation], row: Any, loc: str, spec: FormatSpec, report: DataReport,
-         name: tuple[str, ...], author: tuple[str, ...]) -> None:
-    try:
-        conv = to_conversation(row, spec, loc)
-    except RowError as e:
-        report.bad.append(BadRow(loc, e.reason, e.detail))
-        return
-    why = check_conversation(conv)
-    if why is not None:
-        reason, _, detail = why.partition(": ")
-        report.bad.append(BadRow(loc, reason, detail))
-        return
-    target.append(fill_placeholders(conv, name, author))
-    report.kept += 1
+def file_format(rows: list[Row], spec: FormatSpec) -> FormatSpec:
+    """Pin `auto` to one format for a whole file, from its first rows that tell, so every row is read alike."""
+    if spec.format != "auto":
+        return spec
+    for row, _, err in rows[:1000]:
+        if err is None and isinstance(row, Mapping):
+            try:
+                return replace(spec, format=detect_format(row, spec))
+            except RowError:
+                continue
+    return spec
 
 
-def sample(rows: list[Conversation], n: int, rng: random.Random) -> list[Conversation]:
-    """N rows: a seeded sample when N is smaller, whole repeats plus a sample when larger."""
-    if not rows:
-        return []
-    whole, rest = divmod(n, len(rows))
-    return rows * whole + rng.sample(rows, rest)
-
-
-def split_val(rows: list[Conversation], val_size: float, rng: random.Random) -> tuple[list[Conversation], list[Conversation]]:
-    if val_size <= 0 or len(rows) < 2:
-        return rows, []
-    n_val = int(round(val_size * len(rows))) if val_size < 1 else int(val_size)
-    n_val = max(1, min(n_val, len(rows) - 1))
-    idx = list(range(len(rows)))
-    rng.shuffle(idx)
-    val_idx = set(idx[:n_val])
-    return [r for i, r in enumerate(rows) if i not in val_idx], [rows[i] for i in sorted(val_idx)]
+def _convert(rows: list[Row], spec: FormatSpec, target: list[Conversation], report: DataReport,
+             name: tuple[str, ...], author: tuple[str, ...]) -> None:
+    spec = file_format(rows, spec)
+    for row, loc, err in rows:
+        if err is not None:
+            report.bad.append(BadRow(loc, err.reason, err.detail))
+            continue
+        try:
+            conv = to_conversation(row, spec, loc)
+        except RowError as e:
+            report.bad.append(BadRow(loc, e.reason, e.detail))
+            continue
+        why = check_conversation(conv)
+        if why is not None:
+            reason, _, detail = why.partition(": ")
+            report.bad.append(BadRow(loc, reason, detail))
+            continue
+        target.append(fill_placeholders(conv, name, author))
+        report.kept += 1

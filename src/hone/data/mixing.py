@@ -1,0 +1,126 @@
+"""Pure bookkeeping for data: dataset entries (`name#N`), bad-row reports, sampling and validation splits."""
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Sequence, TypeVar
+
+from ..errors import DataError
+
+T = TypeVar("T")
+
+REASONS = {
+    "bad_json": "invalid JSON",
+    "unreadable_file": "file cannot be read",
+    "missing_field": "a required field is missing or null",
+    "unknown_format": "the row matches no known format",
+    "unknown_role": "a message has an unknown role",
+    "order": "turns out of order",
+    "system_not_first": "a system message after the first turn",
+    "empty_reply": "an empty assistant reply",
+    "no_reply": "no assistant reply to learn from",
+    "over_length": "longer than max_length (truncation_strategy delete)",
+    "response_cut": "truncation would cut away every reply token",
+    "no_trainable_tokens": "no token carries loss",
+}
+
+
+@dataclass(frozen=True)
+class BadRow:
+    """One row that was not trained on: where it is (``file:line`` or ``file#row``), why, and what to fix."""
+
+    location: str
+    reason: str
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.location}: {self.reason}: {self.detail}"
+
+
+@dataclass
+class DataReport:
+    """Rows kept and dropped, by reason, with every bad row's location."""
+
+    kept: int = 0
+    bad: list[BadRow] = field(default_factory=list)
+
+    def add(self, other: "DataReport") -> None:
+        self.kept += other.kept
+        self.bad += other.bad
+
+    def counts(self) -> dict[str, int]:
+        """Dropped rows per reason code."""
+        out: dict[str, int] = {}
+        for b in self.bad:
+            out[b.reason] = out.get(b.reason, 0) + 1
+        return dict(sorted(out.items()))
+
+    @property
+    def bad_ratio(self) -> float:
+        total = self.kept + len(self.bad)
+        return len(self.bad) / total if total else 0.0
+
+    def summary(self) -> str:
+        parts = [f"{self.kept} rows kept"]
+        parts += [f"{n} dropped ({r})" for r, n in self.counts().items()]
+        return ", ".join(parts)
+
+    def table(self) -> str:
+        """A count table: kept, then dropped rows per reason."""
+        lines = [f"  {'kept':<22}{self.kept:>8}"]
+        for reason, n in self.counts().items():
+            lines.append(f"  {reason:<22}{n:>8}  {REASONS.get(reason, '')}")
+        return "\n".join(lines)
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One entry of `dataset`: a path or name, an optional row count (`#N`) and hub prefix."""
+
+    target: str
+    count: int | None = None
+    hub: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> "DatasetSpec":
+        s = str(text).strip()
+        hub = None
+        for prefix in ("hf::", "ms::", "HF::", "MS::"):
+            if s.startswith(prefix):
+                hub, s = prefix[:2].lower(), s[len(prefix):]
+        count = None
+        if "#" in s:
+            base, _, n = s.rpartition("#")
+            try:
+                count = int(n)
+            except ValueError:
+                raise DataError(f"dataset '{text}': the part after '#' must be a row count, got '{n}'") from None
+            if count < 1:
+                raise DataError(f"dataset '{text}': the row count after '#' must be >= 1")
+            s = base
+        return cls(s, count, hub)
+
+
+def sample(rows: Sequence[T], n: int, rng: random.Random) -> list[T]:
+    """N rows: a seeded sample when N is smaller, whole repeats plus a sample when larger (order kept)."""
+    if not rows:
+        return []
+    whole, rest = divmod(n, len(rows))
+    picked = sorted(rng.sample(range(len(rows)), rest))
+    return list(rows) * whole + [rows[i] for i in picked]
+
+
+def split_val(rows: Sequence[T], val_size: float, rng: random.Random) -> tuple[list[T], list[T]]:
+    """Split a share (< 1) or a number (>= 1) of rows off for validation, seeded; order is kept in both."""
+    if val_size <= 0 or len(rows) < 2:
+        return list(rows), []
+    n_val = int(round(val_size * len(rows))) if val_size < 1 else int(val_size)
+    n_val = max(1, min(n_val, len(rows) - 1))
+    val_idx = set(rng.sample(range(len(rows)), n_val))
+    return [r for i, r in enumerate(rows) if i not in val_idx], [rows[i] for i in sorted(val_idx)]
+
+
+def rng_for(seed: int, *parts: object) -> random.Random:
+    """A generator seeded by the data seed and a name, so one dataset's sample does not move when another is
+    added to the mix."""
+    return random.Random(":".join([str(seed), *map(str, parts)]))

@@ -1,0 +1,45 @@
+"""`hone data check` / `hone data preview` from the command line, on a tokenizer-only model folder."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hone.cli import main
+
+TESTS = Path(__file__).resolve().parents[1]
+DATA = TESTS / "fixtures" / "data"
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    """The SmolLM2 tokenizer plus a config.json: all `data check` reads (no weights are loaded)."""
+    d = tmp_path_factory.mktemp("tok-model")
+    for f in (TESTS / "fixtures" / "smollm2-tokenizer").iterdir():
+        shutil.copy(f, d / f.name)
+    (d / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    return d
+
+
+def test_data_check_cli(model_dir, capsys):
+    rc = main(["data", "check", "--model", str(model_dir), "--dataset", str(DATA / "alpaca_en.json"),
+               str(DATA / "alpaca_en.json"), "--max_length", "512", "--val_size", "0.25"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "training rows     18" in out and "validation rows   3" in out and "steps per epoch   18" in out
+
+
+def test_data_check_cli_exit_code_on_error_strategy(model_dir, capsys):
+    rc = main(["data", "check", "--model", str(model_dir), "--dataset", str(DATA / "broken.jsonl"),
+               "--max_length", "512", "--check_dataset_strategy", "error"])
+    err = capsys.readouterr().err
+    assert rc != 0 and f"{DATA / 'broken.jsonl'}:2: bad_json" in err
+
+
+def test_data_preview_cli_plain_markers_when_piped(model_dir, capsys):
+    rc = main(["data", "preview", "--model", str(model_dir), "--dataset", "identity#2", "--model_name", "Sparrow",
+               "-n", "2"])
+    out = capsys.readouterr().out
+    assert rc == 0 and out.count("--- row") == 2 and "[[" in out and "\x1b[" not in out and "Sparrow" in out
