@@ -33,6 +33,18 @@ def _isolated_home(tmp_path_factory, monkeypatch, request):
     monkeypatch.setenv("HONE_HOME", str(tmp_path_factory.mktemp("hone_home")))
 
 
+@pytest.fixture(autouse=True)
+def _reset_hone_logger():
+    """`hone.cli.main` configures the `hone` logger for a terminal; undo it so caplog sees records again."""
+    yield
+    import logging
+
+    log = logging.getLogger("hone")
+    log.handlers.clear()
+    log.propagate = True
+    log.setLevel(logging.NOTSET)
+
+
 @pytest.fixture(scope="session")
 def tokenizer():
     from transformers import AutoTokenizer

@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .config import RunCfg
-    from .train.loop import TrainResult
+    from .training.loop import TrainResult
 
 
 def load_config(source: Any = None, overrides: Any = None) -> "RunCfg":
@@ -23,7 +23,7 @@ def load_config(source: Any = None, overrides: Any = None) -> "RunCfg":
 def train(cfg: Any = None, **overrides: Any) -> "TrainResult":
     """Fine-tune: ``hone.train("run.yaml")``, ``hone.train({...})`` or ``hone.train(cfg, max_steps=10)``."""
     from .config import RunCfg, replace
-    from .train.loop import train as _train
+    from .training.loop import train as _train
 
     if isinstance(cfg, RunCfg):
         cfg = replace(cfg, **overrides) if overrides else cfg

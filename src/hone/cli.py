@@ -57,7 +57,7 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     if cfg.train.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
         return _relaunch(cfg.train.nproc_per_node, ["train", *rest], cfg.train.master_port)
     setup_logging(os.environ.get("RANK", "0") == "0")
-    from .train.loop import train
+    from .training.loop import train
 
     result = train(cfg)
     print(f"run directory: {result.run_dir}")

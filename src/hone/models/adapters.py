@@ -86,10 +86,22 @@ def apply_freeze(model: Any, cfg: RunCfg) -> None:
         trainable = set(layers[-t.freeze_trainable_layers:]) if t.freeze_trainable_layers else set()
     else:
         trainable = set(layers[:-t.freeze_trainable_layers])
-    extra = t.freeze_trainable_modules
+    extra = [f".{e.strip('.')}." for e in t.freeze_trainable_modules]  # `lm_head`, `norm`, `model.norm`, ...
     for name, p in model.named_parameters():
         m = _LAYER.search(name)
-        p.requires_grad = bool(m and int(m.group(1)) in trainable) or any(e in name.split(".") for e in extra)
+        p.requires_grad = bool(m and int(m.group(1)) in trainable) or any(e in f".{name}" for e in extra)
+    missing = [e.strip(".") for e in extra if not any(e in f".{n}" for n, _ in model.named_parameters())]
+    if missing:
+        raise ConfigError(f"freeze_trainable_modules: no module named {', '.join(missing)} in this model")
+
+
+def _enable_checkpointing(model: Any) -> None:
+    """Activation checkpointing under its transformers 5 name, or the older one (transformers 4)."""
+    new = getattr(model, "activation_checkpointing_enable", None)
+    if new is not None:
+        new(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 def make_trainable(model: Any, cfg: RunCfg) -> Any:
@@ -106,7 +118,7 @@ def make_trainable(model: Any, cfg: RunCfg) -> Any:
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()
     if cfg.train.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        _enable_checkpointing(model)
         if hasattr(model, "enable_input_require_grads"):
             model.enable_input_require_grads()
         model.config.use_cache = False

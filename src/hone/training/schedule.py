@@ -46,20 +46,24 @@ class BatchPlan:
         return divmod(step, self.steps_per_epoch)
 
     def micro_batches(self, step: int, rank: int, order: list[int] | None = None) -> list[list[int]]:
-        """Row indices of each micro-batch process ``rank`` runs at global ``step``.
+        """Row indices of each of the ``accum`` micro-batches process ``rank`` runs at global ``step``.
 
-        The last step of an epoch may be short; every process still runs the same number of micro-batches
-        (an empty one is a fully masked dummy), so no process waits forever on the others.
+        The last step of an epoch may be short; every process still runs exactly ``accum`` micro-batches
+        (an empty one becomes a fully masked dummy), so no process waits forever on the others and the
+        accumulation boundary (DeepSpeed counts micro-batches) stays where it belongs.
         """
-        epoch, k = self.position(step)
-        order = order if order is not None else self.order(epoch)
-        rows = order[k * self.rows_per_step:(k + 1) * self.rows_per_step]
-        n_micro = math.ceil(len(rows) / (self.batch_size * self.world))
+        rows = self.step_rows(step, order)
         out = []
-        for m in range(n_micro):
+        for m in range(self.accum):
             start = (m * self.world + rank) * self.batch_size
             out.append(rows[start:start + self.batch_size])
         return out
+
+    def step_rows(self, step: int, order: list[int] | None = None) -> list[int]:
+        """Every row index (all processes) that global ``step`` trains on."""
+        epoch, k = self.position(step)
+        order = order if order is not None else self.order(epoch)
+        return order[k * self.rows_per_step:(k + 1) * self.rows_per_step]
 
 
 def lr_lambda(kind: str, warmup: int, total: int, min_ratio: float = 0.0):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import logging
+import os
 import random
 import re
 from pathlib import Path
@@ -22,22 +23,43 @@ DEEPSPEED_PRESETS = ("zero2", "zero3", "zero2_offload", "zero3_offload")
 
 
 def make_accelerator(cfg: RunCfg, mixed: str) -> Any:
+    """accelerate's Accelerator for this run: one process, DDP under a launcher, or DeepSpeed / FSDP."""
     from accelerate import Accelerator
     from accelerate.utils import InitProcessGroupKwargs
 
     t = cfg.train
-    kwargs: dict[str, Any] = {"mixed_precision": mixed,
+    cpu = not torch.cuda.is_available()  # accelerate only runs several CPU processes (gloo) when told "cpu"
+    kwargs: dict[str, Any] = {"mixed_precision": mixed, "gradient_accumulation_steps": t.gradient_accumulation_steps,
+                              "cpu": cpu,
                               "kwargs_handlers": [InitProcessGroupKwargs(timeout=_dt.timedelta(seconds=t.ddp_timeout))]}
-    if t.ddp_backend != "auto":
+    backend = ddp_backend(t.ddp_backend)
+    if backend is not None:
         from accelerate import PartialState
 
-        PartialState(backend=t.ddp_backend)  # the shared state the Accelerator below joins
+        PartialState(cpu, backend=backend)  # the shared state the Accelerator below joins
     if t.deepspeed:
         kwargs["deepspeed_plugin"] = deepspeed_plugin(t.deepspeed, t.gradient_accumulation_steps, t.max_grad_norm)
     try:
-        return Accelerator(**kwargs)
+        acc = Accelerator(**kwargs)
     except (ValueError, RuntimeError, ImportError) as e:
         raise ConfigError(f"cannot set up the training processes: {e}") from None
+    if acc.state.deepspeed_plugin is not None:  # no dataloader goes through prepare(), so say it here
+        acc.state.deepspeed_plugin.deepspeed_config["train_micro_batch_size_per_gpu"] = t.batch_size
+    return acc
+
+
+def ddp_backend(wanted: str) -> str | None:
+    """The torch.distributed backend to ask for; None lets accelerate choose (or there is one process).
+
+    A launcher says how many processes there are through WORLD_SIZE (torchrun's contract); a single
+    process needs no backend, so recipes written for GPU clusters (`ddp_backend: nccl`) run anywhere.
+    """
+    if wanted == "auto" or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return None
+    if wanted == "nccl" and not torch.cuda.is_available():
+        log.warning("ddp_backend nccl needs CUDA GPUs; using gloo on this machine")
+        return "gloo"
+    return wanted
 
 
 def deepspeed_plugin(spec: str, accum: int, clip: float) -> Any:

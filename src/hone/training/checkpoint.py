@@ -105,12 +105,25 @@ def save(run_dir: Path, step: int, *, save_weights, optimizer: Any, scheduler: A
     return final
 
 
-def is_complete(path: Path) -> bool:
+def problems(path: Path) -> list[str]:
+    """What is wrong with a checkpoint folder (empty: complete); names every missing or cut file."""
     try:
         manifest = json.loads((path / COMPLETE).read_text())
-        return all((path / f).stat().st_size == n for f, n in manifest["files"].items())
+        files = dict(manifest["files"])
     except (OSError, ValueError, KeyError, TypeError):
-        return False
+        return [f"no {COMPLETE} manifest (an interrupted save leaves none)"]
+    out = []
+    for f, n in files.items():
+        p = path / f
+        if not p.is_file():
+            out.append(f"missing {f}")
+        elif p.stat().st_size != n:
+            out.append(f"{f} has {p.stat().st_size} bytes, the manifest says {n}")
+    return out
+
+
+def is_complete(path: Path) -> bool:
+    return not problems(path)
 
 
 def list_checkpoints(run_dir: Path) -> list[Checkpoint]:
@@ -134,13 +147,15 @@ def sweep_staging(run_dir: Path) -> None:
 
 
 def rotate(run_dir: Path, limit: int, best: Path | None) -> None:
-    """Keep the newest ``limit`` checkpoints plus the best one; never the last complete one."""
+    """Keep ``limit`` checkpoints: the best one and the newest others; never the last complete one."""
     if limit < 0:
         return
     ckpts = list_checkpoints(run_dir)
-    keep = {c.path for c in ckpts[-max(1, limit - (1 if best else 0)):]}
-    if best is not None:
-        keep.add(best)
+    keep = {best} if best is not None else set()
+    for c in reversed(ckpts):  # newest first; the newest is always kept
+        if len(keep) >= max(1, limit) and c is not ckpts[-1]:
+            break
+        keep.add(c.path)
     for c in ckpts:
         if c.path not in keep:
             shutil.rmtree(c.path, ignore_errors=True)
@@ -156,9 +171,11 @@ def find(ref: str, run_dir: Path) -> Checkpoint | None:
         ckpts = list_checkpoints(path)
         if ckpts:
             return ckpts[-1]
-    if not path.is_dir() or not is_complete(path):
-        raise CheckpointError(f"no valid checkpoint at {path}: it must be a checkpoint-N folder with a COMPLETE "
-                              "manifest (an interrupted save leaves none), or a run folder holding one")
+    wrong = problems(path) if path.is_dir() else ["no such folder"]
+    resumable = {f"missing {f}" for f in (OPTIMIZER, SCHEDULER, RNG)}  # load_state names these (or weights only)
+    if not path.is_dir() or not set(wrong) <= resumable:
+        raise CheckpointError(f"no valid checkpoint at {path} ({'; '.join(wrong)}): it must be a checkpoint-N "
+                              "folder with a COMPLETE manifest, or a run folder holding one")
     m = _CKPT.match(path.name)
     return Checkpoint(path, int(m.group(1)) if m else json.loads((path / COMPLETE).read_text())["step"])
 

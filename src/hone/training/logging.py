@@ -44,8 +44,12 @@ class Progress:
         eta = self.eta(step)
         parts = [f"step {step}/{self.total}", f"loss {metrics.get('loss', float('nan')):.4f}",
                  f"lr {metrics.get('lr', 0):.2e}"]
+        if metrics.get("grad_norm") is not None:
+            parts.append(f"grad norm {metrics['grad_norm']:.3f}")
         if "tokens_per_s" in metrics:
             parts.append(f"{metrics['tokens_per_s']:.0f} tok/s")
+        if metrics.get("memory_gb"):
+            parts.append(f"mem {metrics['memory_gb']:.2f} GB")
         parts.append(f"ETA {_fmt_time(eta) if math.isfinite(eta) else '?'}")
         line = f"[{bar}] " + " | ".join(parts)
         if self.tty:
@@ -64,13 +68,17 @@ class MetricsLog:
     """metrics.jsonl plus TensorBoard / wandb when asked for and installed."""
 
     def __init__(self, run_dir: Path, report_to: tuple[str, ...], logging_dir: str | None,
-                 config: dict[str, Any], enabled: bool = True) -> None:
+                 config: dict[str, Any], enabled: bool = True, resume_step: int | None = None) -> None:
+        """``resume_step``: drop records past it, which a killed run wrote after its last checkpoint."""
         self.enabled = enabled
         self.path = run_dir / "metrics.jsonl"
         self.tb = None
         self.wandb = None
         if not enabled:
             return
+        if resume_step is not None:
+            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
         if "tensorboard" in report_to:
             if importlib.util.find_spec("tensorboard") is not None:
                 from torch.utils.tensorboard import SummaryWriter
@@ -92,7 +100,8 @@ class MetricsLog:
         with self.path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(record) + "\n")
         step = record.get("step", 0)
-        scalars = {k: v for k, v in record.items() if isinstance(v, (int, float)) and k not in ("step",)}
+        scalars = {k: v for k, v in record.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in ("step",)}
         if self.tb is not None:
             prefix = "eval/" if record.get("kind") == "eval" else "train/"
             for k, v in scalars.items():

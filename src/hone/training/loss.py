@@ -30,8 +30,8 @@ def selected_loss(head: torch.nn.Module, hidden: torch.Tensor, labels: torch.Ten
     target = labels[:, 1:]
     keep = target != IGNORE_INDEX
     n = int(keep.sum())
-    if n == 0:  # a fully masked micro-batch: zero loss that still touches the graph (DDP needs every grad)
-        return hidden.sum() * 0.0, 0
+    if n == 0:  # a fully masked micro-batch: zero loss that still reaches every trainable weight, the output
+        return head(hidden[:, :1]).float().sum() * 0.0, 0  # layer included (DDP waits for every gradient)
     h = hidden[:, :-1][keep]
     y = target[keep]
     if n <= CHUNK:

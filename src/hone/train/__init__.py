@@ -1,1 +1,0 @@
-"""Training: the loop, its loss, checkpoints and logging."""

@@ -1,0 +1,252 @@
+"""The training loop, written out once. Every method (lora, qlora, full, freeze) runs through it unchanged."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..config import RunCfg, dump_yaml, to_dict
+from ..config_derive import eval_batch_size, quant_bits, report_to, save_steps
+from ..data.collate import collate
+from ..data.encode import IGNORE_INDEX, Encoded
+from ..data.pipeline import prepare
+from ..errors import CheckpointError, TrainingError
+from ..models.adapters import add_neftune, make_trainable
+from ..models.load import choose_precision, load_model, load_tokenizer, resolve_model
+from ..templates import get_template
+from . import checkpoint as ckpt
+from .logging import MetricsLog, Progress, plot_loss
+from .loss import CausalLMLoss
+from .schedule import BatchPlan
+from .setup import build_optimizer, build_scheduler, make_accelerator, seed_everything
+from .state import load_weights, resume_state, run_dir_and_resume, save_checkpoint, save_weights, write_run_info
+
+log = logging.getLogger("hone")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    global_step: int
+    best_checkpoint: Path | None
+    last_checkpoint: Path | None
+    train_losses: list[float] = field(default_factory=list)
+    eval_loss: float | None = None
+
+
+def train(cfg: RunCfg) -> TrainResult:
+    """Fine-tune ``cfg.model.model`` on ``cfg.data`` and return where the results are."""
+    precision = choose_precision(cfg.model.dtype)
+    acc = make_accelerator(cfg, precision.mixed)
+    rank, world, accum = acc.process_index, acc.num_processes, cfg.train.gradient_accumulation_steps
+    seed_everything(cfg.train.seed + rank)
+
+    with acc.main_process_first():
+        model_dir = resolve_model(cfg.model.model, revision=cfg.model.model_revision, token=cfg.model.hub_token)
+    tokenizer = load_tokenizer(model_dir, cfg.model)
+    template = get_template(cfg.model.template, tokenizer)
+    data = prepare(cfg, tokenizer, template)  # every data error surfaces here, before the model loads
+
+    run_dir, resume_from = run_dir_and_resume(cfg, acc)
+    plan = BatchPlan(len(data.train), cfg.train.batch_size, world, accum, cfg.train.seed, cfg.train.max_steps,
+                     cfg.train.num_train_epochs)
+    state = resume_state(cfg, resume_from, plan, data)
+    exact_resume = resume_from is not None and not cfg.train.resume_weights_only
+
+    model = load_model(model_dir, cfg.model, precision, quant_bits=quant_bits(cfg))
+    model = make_trainable(model, cfg)
+    if resume_from is not None:
+        load_weights(model, resume_from.path)
+    if cfg.tune.neftune_alpha > 0:
+        add_neftune(model, cfg.tune.neftune_alpha)
+    optimizer = build_optimizer(model, cfg)
+    scheduler = build_scheduler(optimizer, cfg, plan.total_steps)
+    module, optimizer = acc.prepare(CausalLMLoss(model), optimizer)
+    if exact_resume:
+        _restore(resume_from.path, optimizer, scheduler, state, rank)
+
+    if acc.is_main_process:
+        (run_dir / "hone_config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
+        write_run_info(run_dir, cfg, model_dir, state)
+        log.info("run directory: %s", run_dir)
+        log.info("%d training rows, %d validation rows; %d steps (%d per epoch), %d rows per step",
+                 len(data.train), len(data.val), plan.total_steps, plan.steps_per_epoch, plan.rows_per_step)
+
+    metrics = MetricsLog(run_dir, report_to(cfg), cfg.train.logging_dir, to_dict(cfg), enabled=acc.is_main_process,
+                         resume_step=state["global_step"] if resume_from is not None else None)
+    progress = Progress(plan.total_steps, state["global_step"], enabled=acc.is_main_process)
+    pad_id = tokenizer.pad_token_id
+    params = [p for p in module.parameters() if p.requires_grad]
+    nonfinite, order_epoch, order = 0, -1, []
+    tokens_seen, t_start = 0, time.monotonic()
+    module.train()
+
+    step = state["global_step"]
+    while step < plan.total_steps:
+        epoch, _ = plan.position(step)
+        if epoch != order_epoch:
+            order_epoch, order = epoch, plan.order(epoch)
+        batches = [_batch([data.train[i] for i in mb], pad_id, cfg.data.packing, data.train[0])
+                   for mb in plan.micro_batches(step, rank, order)]
+        n_local = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+        n_total = int(acc.reduce(torch.tensor(n_local, device=acc.device), reduction="sum"))
+        # accelerate divides by `accum` and DDP / DeepSpeed average over processes: undo both, so the gradient
+        # is the loss summed over the whole accumulated global batch divided by its supervised tokens
+        scale = world * accum / max(1, n_total)
+        loss_sum = torch.zeros((), device=acc.device)
+        for batch in batches:
+            with acc.accumulate(module):
+                part, _ = module(**{k: v.to(acc.device) for k, v in batch.items()})
+                acc.backward(part * scale)
+            loss_sum += part.detach().float()
+        step_loss = float(acc.reduce(loss_sum, reduction="sum")) / max(1, n_total)
+        norm = acc.clip_grad_norm_(params, cfg.train.max_grad_norm or float("inf"))
+        grad_norm = float(norm) if norm is not None else None
+        finite = math.isfinite(step_loss) and (grad_norm is None or math.isfinite(grad_norm)
+                                                or precision.mixed == "fp16")
+        if finite:
+            nonfinite = 0
+            optimizer.step()
+            if acc.optimizer_step_was_skipped:  # fp16 overflow: the scaler skipped it, so does the schedule
+                state["skipped_steps"] += 1
+            else:
+                scheduler.step()
+        else:
+            nonfinite += 1
+            state["skipped_steps"] += 1
+        optimizer.zero_grad(set_to_none=True)
+        step += 1
+        tokens_seen += sum(int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel()
+                           for b in batches) * world
+        state["global_step"], state["epoch"] = step, step / plan.steps_per_epoch
+        state["losses"].append(step_loss)
+        record = {"kind": "train", "step": step, "epoch": round(state["epoch"], 4), "loss": step_loss,
+                  "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm, "tokens": n_total,
+                  "tokens_per_s": tokens_seen / max(1e-9, time.monotonic() - t_start),
+                  "memory_gb": _memory_gb(acc.device), "rows": plan.step_rows(step - 1, order)}
+        if not finite:
+            record["skipped"] = True
+        metrics.write(record)
+        progress.update(step, record, force=step % cfg.train.logging_steps == 0 or step == plan.total_steps)
+        if nonfinite >= cfg.train.max_nonfinite_steps:
+            metrics.close()
+            raise TrainingError(f"the loss or gradient is not finite at step {step} (loss {step_loss}, grad norm "
+                                f"{grad_norm}) for {nonfinite} step(s) in a row; stopped. The last good "
+                                f"checkpoint is kept ({state.get('last_checkpoint') or 'none saved yet'}). Lower "
+                                "learning_rate, or check the data")
+
+        last = step == plan.total_steps
+        if data.val and cfg.train.eval_strategy != "no" and (_due(cfg.train.eval_strategy, step,
+                                                                 cfg.train.eval_steps, plan) or last):
+            last = _evaluate_and_track(module, data.val, acc, cfg, pad_id, step, state, metrics) or last
+        if cfg.train.save_strategy != "no" and (_due(cfg.train.save_strategy, step, save_steps(cfg), plan) or last):
+            save_checkpoint(acc, acc.unwrap_model(module).model, optimizer, scheduler, state, run_dir, cfg)
+        if last:
+            break
+    progress.close()
+    metrics.close()
+    return _finish(acc, model, tokenizer, run_dir, cfg, state, model_dir)
+
+
+def _restore(path: Path, optimizer: Any, scheduler: Any, state: dict[str, Any], rank: int) -> None:
+    """Optimizer moments, schedule position and this process's RNG streams, as the checkpoint saved them."""
+    optimizer.load_state_dict(ckpt.load_tensors(path / ckpt.OPTIMIZER))
+    try:
+        scheduler.load_state_dict(json.loads((path / ckpt.SCHEDULER).read_text()))
+    except (OSError, ValueError) as e:
+        raise CheckpointError(f"{path / ckpt.SCHEDULER}: cannot read it ({e})") from None
+    tensors = ckpt.load_tensors(path / ckpt.RNG)
+    mine = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(f"rank{rank}.")}
+    if mine and str(rank) in state.get("rng", {}):
+        ckpt.set_rng_state(mine, state["rng"][str(rank)])
+    else:
+        log.warning("%s has no RNG state for process %d; its dropout noise will differ from an uninterrupted run",
+                    path, rank)
+
+
+def _evaluate_and_track(module: Any, rows: list[Encoded], acc: Any, cfg: RunCfg, pad_id: int, step: int,
+                        state: dict[str, Any], metrics: MetricsLog) -> bool:
+    """Evaluate, log loss and perplexity, track the best; True when early stopping says stop."""
+    ev = evaluate(module, rows, acc, eval_batch_size(cfg), pad_id)
+    ppl = math.exp(min(ev, 50))
+    state["eval_history"].append({"step": step, "eval_loss": ev})
+    metrics.write({"kind": "eval", "step": step, "eval_loss": ev, "eval_ppl": ppl})
+    if acc.is_main_process:
+        log.info("step %d: eval_loss %.4f (perplexity %.2f)", step, ev, ppl)
+    if state["best_metric"] is None or ev < state["best_metric"]:
+        state["best_metric"], state["best_step"], state["bad_evals"] = ev, step, 0
+    else:
+        state["bad_evals"] += 1
+    patience = cfg.train.early_stopping_patience
+    if patience and state["bad_evals"] >= patience:
+        if acc.is_main_process:
+            log.info("early stopping at step %d: no better eval loss in %d evaluations", step, patience)
+        return True
+    return False
+
+
+def _batch(rows: list[Encoded], pad_id: int, packing: bool, filler: Encoded) -> dict[str, torch.Tensor]:
+    if rows:
+        return collate(rows, pad_id, packing)
+    dummy = Encoded(filler.input_ids[:8], [IGNORE_INDEX] * len(filler.input_ids[:8]))
+    return collate([dummy], pad_id, packing)  # a process with no row this micro-step: zero loss, same collectives
+
+
+def _due(strategy: str, step: int, every: int, plan: BatchPlan) -> bool:
+    if strategy == "no":
+        return False
+    if strategy == "epoch":
+        return step % plan.steps_per_epoch == 0
+    return step % every == 0
+
+
+def _memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
+    try:
+        import resource
+
+        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)
+    except (ImportError, OSError):
+        return 0.0
+
+
+@torch.no_grad()
+def evaluate(module: Any, rows: list[Encoded], acc: Any, batch_size: int, pad_id: int) -> float:
+    """Mean token loss over the validation rows; each process takes its share in the same number of passes."""
+    module.eval()
+    total = torch.zeros(2, device=acc.device, dtype=torch.float64)
+    mine = rows[acc.process_index::acc.num_processes]
+    n_batches = math.ceil(math.ceil(len(rows) / acc.num_processes) / batch_size)
+    for i in range(n_batches):
+        batch = _batch(mine[i * batch_size:(i + 1) * batch_size], pad_id, False, rows[0])
+        loss, n = module(**{k: v.to(acc.device) for k, v in batch.items()})
+        total += torch.tensor([float(loss), n], device=acc.device, dtype=torch.float64)
+    total = acc.reduce(total, reduction="sum")
+    module.train()
+    return float(total[0] / max(1.0, float(total[1])))
+
+
+def _finish(acc: Any, model: Any, tokenizer: Any, run_dir: Path, cfg: RunCfg, state: dict[str, Any],
+            model_dir: Path) -> TrainResult:
+    last = Path(state["last_checkpoint"]) if state.get("last_checkpoint") else None
+    best = run_dir / f"checkpoint-{state['best_step']}" if state.get("best_step") else last
+    if best is not None and not best.exists():
+        best = last
+    if acc.is_main_process:
+        save_weights(acc.unwrap_model(model), run_dir, tokenizer)
+        state["best_checkpoint"] = str(best) if best else None
+        write_run_info(run_dir, cfg, model_dir, state)
+        if cfg.train.plot_loss:
+            plot_loss(run_dir)
+        log.info("done: %d steps; final weights in %s%s", state["global_step"], run_dir,
+                 f"; best checkpoint {best}" if best else "")
+    acc.wait_for_everyone()
+    ev = state["eval_history"][-1]["eval_loss"] if state["eval_history"] else None
+    return TrainResult(run_dir, state["global_step"], best, last, list(state["losses"]), ev)

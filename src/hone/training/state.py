@@ -1,0 +1,152 @@
+"""The run's bookkeeping across processes and restarts: run directory, resume checks, weights in and out."""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from ..config import RunCfg
+from ..config_derive import method
+from ..data.pipeline import PreparedData
+from ..errors import CheckpointError
+from . import checkpoint as ckpt
+from .schedule import BatchPlan
+from .setup import ensure_writable, latest_run_dir, new_run_dir
+
+log = logging.getLogger("hone")
+
+RUN_INFO = "hone_run.json"
+
+# what must not change between a checkpoint and the run resuming it: (state key, what to call it)
+MUST_MATCH = (("fingerprint", "training data"), ("rows", "training rows"), ("batch_size", "batch_size"),
+              ("gradient_accumulation_steps", "gradient_accumulation_steps"), ("world_size", "process count"),
+              ("max_steps", "max_steps"), ("num_train_epochs", "num_train_epochs"), ("seed", "seed"))
+
+
+def fresh_state(plan: BatchPlan, data: PreparedData) -> dict[str, Any]:
+    """The trainer state of a run at step 0 (JSON-serialisable; saved in every checkpoint)."""
+    return {"global_step": 0, "epoch": 0.0, "total_steps": plan.total_steps, "losses": [], "eval_history": [],
+            "best_metric": None, "best_step": None, "bad_evals": 0, "skipped_steps": 0,
+            "fingerprint": data.fingerprint, "rows": plan.n_rows, "batch_size": plan.batch_size,
+            "gradient_accumulation_steps": plan.accum, "world_size": plan.world, "max_steps": plan.max_steps,
+            "num_train_epochs": plan.epochs, "seed": plan.seed}
+
+
+def resume_state(cfg: RunCfg, found: ckpt.Checkpoint | None, plan: BatchPlan, data: PreparedData) -> dict[str, Any]:
+    """The state to start from: fresh, or the checkpoint's after checking nothing that matters changed."""
+    fresh = fresh_state(plan, data)
+    if found is None:
+        return fresh
+    saved = ckpt.load_state(found, weights_only=cfg.train.resume_weights_only)
+    if cfg.train.resume_weights_only:
+        log.warning("resuming from the weights of %s only: optimizer moments, learning-rate schedule (warmup "
+                    "runs again) and data position start over", found.path)
+        return fresh
+    changed = [f"{label}: {saved.get(k)} -> {fresh[k]}" for k, label in MUST_MATCH if saved.get(k) != fresh[k]]
+    if changed and not cfg.train.resume_ignore_changes:
+        raise CheckpointError(f"cannot resume {found.path} exactly; the run changed since it was saved:\n  "
+                              + "\n  ".join(changed) + "\nRestore those settings, or set resume_ignore_changes: "
+                              "true to resume anyway")
+    if changed:
+        log.warning("resuming %s although the run changed (resume_ignore_changes): %s", found.path, "; ".join(changed))
+    if saved["global_step"] >= plan.total_steps:
+        raise CheckpointError(f"{found.path} is the end of a finished run (step {saved['global_step']} of "
+                              f"{plan.total_steps}); there is nothing left to train. Raise max_steps or "
+                              "num_train_epochs (with resume_ignore_changes: true) to train further")
+    log.info("resuming from %s (step %d of %d)", found.path, saved["global_step"], plan.total_steps)
+    kept = {k: v for k, v in saved.items() if k != "total_steps" and k not in dict(MUST_MATCH)}
+    return {**fresh, **kept}
+
+
+def run_dir_and_resume(cfg: RunCfg, acc: Any) -> tuple[Path, ckpt.Checkpoint | None]:
+    """Pick the run directory (the same on every process) and the checkpoint to resume from."""
+    from accelerate.utils import broadcast_object_list
+
+    holder: list[Any] = [None]
+    if acc.is_main_process:
+        run_dir, found = _pick(cfg)
+        ensure_writable(run_dir)
+        ckpt.sweep_staging(run_dir)
+        holder = [(str(run_dir), (str(found.path), found.step) if found else None)]
+    holder = broadcast_object_list(holder) if acc.num_processes > 1 else holder
+    run_dir_s, found_t = holder[0]
+    return Path(run_dir_s), (ckpt.Checkpoint(Path(found_t[0]), found_t[1]) if found_t else None)
+
+
+def _pick(cfg: RunCfg) -> tuple[Path, ckpt.Checkpoint | None]:
+    ref = cfg.train.resume_from_checkpoint
+    if not ref:
+        return new_run_dir(cfg), None
+    if ref.lower() in ("auto", "true", "latest", "last"):
+        run_dir = latest_run_dir(cfg)
+        found = ckpt.find("auto", run_dir) if run_dir else None
+        if found is not None:
+            return run_dir, found
+        if ref.lower() != "auto":
+            raise CheckpointError(f"resume_from_checkpoint {ref}: no complete checkpoint under "
+                                  f"{run_dir or cfg.train.output_dir}; use `auto` to start fresh when there is none")
+        log.info("resume_from_checkpoint auto: no checkpoint yet under %s; starting fresh", cfg.train.output_dir)
+        return new_run_dir(cfg), None
+    found = ckpt.find(ref, Path(ref))
+    assert found is not None
+    # a weights-only start is a new run: it must not overwrite the checkpoints it started from
+    return (new_run_dir(cfg) if cfg.train.resume_weights_only else found.path.parent), found
+
+
+def save_weights(model: Any, folder: Path, tokenizer: Any = None) -> None:
+    """The model's weights (an adapter alone for LoRA) as safetensors, and the tokenizer."""
+    model.save_pretrained(folder, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(folder)
+
+
+def load_weights(model: Any, folder: Path) -> None:
+    """Load a checkpoint's weights into the (already wrapped) model; safetensors only, never a pickle."""
+    from safetensors.torch import load_file
+
+    if (folder / "adapter_model.safetensors").is_file():
+        from peft import set_peft_model_state_dict
+
+        result = set_peft_model_state_dict(model, load_file(folder / "adapter_model.safetensors"))
+        unexpected = getattr(result, "unexpected_keys", None)
+        if unexpected:
+            raise CheckpointError(f"{folder}: the adapter does not fit this model (unexpected {unexpected[:3]})")
+        return
+    if (folder / "model.safetensors").is_file():
+        missing, unexpected = model.load_state_dict(load_file(folder / "model.safetensors"), strict=False)
+        tied = {k for k in missing if "lm_head" in k or "embed" in k}
+        if set(missing) - tied or unexpected:
+            raise CheckpointError(f"{folder}: weights do not match the model (missing {sorted(missing)[:3]}, "
+                                  f"unexpected {sorted(unexpected)[:3]})")
+        return
+    if (folder / "model.safetensors.index.json").is_file():
+        from transformers.modeling_utils import load_sharded_checkpoint
+
+        load_sharded_checkpoint(model, folder, strict=False)
+        return
+    raise CheckpointError(f"{folder} holds no weights (adapter_model.safetensors or model.safetensors)")
+
+
+def save_checkpoint(acc: Any, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any], run_dir: Path,
+                    cfg: RunCfg) -> None:
+    """Every process hands its RNG state to the main one, which writes checkpoint-<step> and rotates."""
+    from accelerate.utils import gather_object
+
+    rngs = gather_object([(acc.process_index, ckpt.rng_state())]) if acc.num_processes > 1 \
+        else [(0, ckpt.rng_state())]
+    if acc.is_main_process:
+        best = run_dir / f"checkpoint-{state['best_step']}" if state.get("best_step") else None
+        path = ckpt.save(run_dir, state["global_step"], save_weights=lambda d: save_weights(model, d),
+                         optimizer=optimizer, scheduler=scheduler, state={k: v for k, v in state.items() if k != "rng"},
+                         rank_rng=dict(rngs), weights_only=cfg.train.only_save_model)
+        state["last_checkpoint"] = str(path)
+        ckpt.rotate(run_dir, cfg.train.save_total_limit, best if best and best.exists() else None)
+    acc.wait_for_everyone()
+
+
+def write_run_info(run_dir: Path, cfg: RunCfg, model_dir: Path, state: dict[str, Any]) -> None:
+    info = {"model": cfg.model.model, "model_dir": str(model_dir), "template": cfg.model.template,
+            "system": cfg.model.system, "method": method(cfg), "global_step": state.get("global_step", 0),
+            "best_checkpoint": state.get("best_checkpoint"), "last_checkpoint": state.get("last_checkpoint")}
+    (run_dir / RUN_INFO).write_text(json.dumps(info, indent=1))

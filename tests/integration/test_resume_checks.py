@@ -1,0 +1,98 @@
+"""Resume refuses what it cannot do exactly, and says why: changed settings, missing files, finished runs,
+bogus paths, pickles; and a LoRA resume really starts from the checkpoint's adapter."""
+from __future__ import annotations
+
+import os
+import stat
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import hone
+from hone.errors import CheckpointError, TrainingError
+
+
+@pytest.fixture
+def done(tiny_cfg):
+    """A 4-step run with checkpoints at 2 and 4."""
+    return hone.train({**tiny_cfg, "save_total_limit": -1})
+
+
+def test_changed_settings_are_listed(tiny_cfg, done):
+    ck = str(done.run_dir / "checkpoint-2")
+    with pytest.raises(CheckpointError, match=r"(?s)batch_size: 2 -> 1.*gradient_accumulation_steps: 2 -> 4"):
+        hone.train({**tiny_cfg, "resume_from_checkpoint": ck, "batch_size": 1, "gradient_accumulation_steps": 4})
+    with pytest.raises(CheckpointError, match=r"(?s)training data.*max_steps: 4 -> 6"):
+        hone.train({**tiny_cfg, "resume_from_checkpoint": ck, "max_steps": 6,
+                    "dataset": [tiny_cfg["dataset"][0].replace("#16", "#15")]})
+    res = hone.train({**tiny_cfg, "resume_from_checkpoint": ck, "max_steps": 6, "resume_ignore_changes": True})
+    assert res.global_step == 6
+
+
+def test_finished_run_says_so(tiny_cfg, done):
+    with pytest.raises(CheckpointError, match="finished run.*nothing left to train"):
+        hone.train({**tiny_cfg, "resume_from_checkpoint": "auto"})
+
+
+def test_missing_optimizer_named_unless_weights_only(tiny_cfg, done, caplog):
+    ck = done.run_dir / "checkpoint-2"
+    (ck / "optimizer.pt").unlink()
+    with pytest.raises(CheckpointError, match="missing optimizer.pt.*resume_weights_only"):
+        hone.train({**tiny_cfg, "resume_from_checkpoint": str(ck)})
+    res = hone.train({**tiny_cfg, "resume_from_checkpoint": str(ck), "resume_weights_only": True})
+    assert res.global_step == 4 and "learning-rate schedule (warmup runs again)" in caplog.text
+
+
+def test_pickle_in_optimizer_file_is_refused_on_resume(tiny_cfg, done, tmp_path):
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    ck = done.run_dir / "checkpoint-2"
+    torch.save({"state": Payload()}, ck / "optimizer.pt")
+    import json
+    manifest = json.loads((ck / "COMPLETE").read_text())
+    manifest["files"]["optimizer.pt"] = (ck / "optimizer.pt").stat().st_size
+    (ck / "COMPLETE").write_text(json.dumps(manifest))
+    with pytest.raises(CheckpointError, match="refused to load"):
+        hone.train({**tiny_cfg, "resume_from_checkpoint": str(ck)})
+    assert not marker.exists()
+
+
+def test_lora_resume_starts_from_the_checkpoint(tiny_cfg, done):
+    ck = done.run_dir / "checkpoint-2"
+    saved = load_file(ck / "adapter_model.safetensors")
+    res = hone.train({**tiny_cfg, "resume_from_checkpoint": str(ck), "resume_weights_only": True, "max_steps": 1,
+                      "save_steps": 1, "learning_rate": 1e-12, "output_dir": tiny_cfg["output_dir"] + "w"})
+    # weights-only resume begins a new schedule from the checkpoint's adapter (the run dir is the checkpoint's)
+    after = load_file(res.run_dir / "adapter_model.safetensors")
+    assert all(torch.allclose(after[k], saved[k], atol=1e-6) for k in saved)
+    assert res.train_losses[0] < done.train_losses[0]  # not the untrained model's loss
+
+
+def test_bogus_paths_and_auto_on_empty(tiny_cfg, tmp_path):
+    with pytest.raises(CheckpointError, match="no valid checkpoint at"):
+        hone.train({**tiny_cfg, "resume_from_checkpoint": str(tmp_path / "nowhere")})
+    with pytest.raises(CheckpointError, match="no complete checkpoint"):
+        hone.train({**tiny_cfg, "resume_from_checkpoint": "true"})
+    res = hone.train({**tiny_cfg, "resume_from_checkpoint": "auto", "max_steps": 1})
+    assert res.global_step == 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere")
+def test_unwritable_output_dir(tiny_cfg, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
+    with pytest.raises(TrainingError, match="cannot write to the output directory"):
+        hone.train({**tiny_cfg, "output_dir": str(ro / "x")})
+
+
+def test_output_dir_that_cannot_be_created(tiny_cfg, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    with pytest.raises(TrainingError, match="cannot write to the output directory"):
+        hone.train({**tiny_cfg, "output_dir": str(blocker / "out")})
