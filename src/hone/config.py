@@ -316,8 +316,8 @@ def _resolve_aliases(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
             if (target, {out[target], val}) == ("tuning", {"lora", "qlora"}):  # MiniCPM: --use_lora --qlora
                 out[target] = "qlora"
                 continue
-            raise ConfigError(f"{where}'{origin[target]}' and '{k}' both set '{target}' ({out[target]!r} vs "
-                              f"{val!r}); keep one of them")
+            shown = "" if KEYS[target][1].metadata["secret"] else f" ({out[target]!r} vs {val!r})"
+            raise ConfigError(f"{where}'{origin[target]}' and '{k}' both set '{target}'{shown}; keep one of them")
         out[target] = val
         origin[target] = k
     return out
