@@ -433,5 +433,11 @@ def replace(cfg: RunCfg, **changes: Any) -> RunCfg:
     return build(values)
 
 
+def changed_keys(cfg: RunCfg) -> dict[str, Any]:
+    """The keys whose values differ from the defaults (secrets redacted): what makes this run this run."""
+    default = to_dict(RunCfg())
+    return {k: v for k, v in to_dict(cfg).items() if v != default[k]}
+
+
 def dump_yaml(cfg: RunCfg) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)

@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from ..config import RunCfg, dump_yaml, to_dict
+from ..config import RunCfg, changed_keys, dump_yaml, to_dict
 from ..config_derive import eval_batch_size, quant_bits, report_to, save_steps
 from ..data.collate import collate
 from ..data.encode import IGNORE_INDEX, Encoded
@@ -73,6 +73,8 @@ def train(cfg: RunCfg) -> TrainResult:
 
     if acc.is_main_process:
         (run_dir / "hone_config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
+        log.info("config (keys set; every key in %s):\n%s", run_dir / "hone_config.yaml",
+                 "\n".join(f"  {k}: {v}" for k, v in changed_keys(cfg).items()))
         write_run_info(run_dir, cfg, model_dir, state)
         log.info("run directory: %s", run_dir)
         log.info("%d training rows, %d validation rows; %d steps (%d per epoch), %d rows per step",
