@@ -22,14 +22,31 @@ def load_config(source: Any = None, overrides: Any = None) -> "RunCfg":
 
 def train(cfg: Any = None, **overrides: Any) -> "TrainResult":
     """Fine-tune: ``hone.train("run.yaml")``, ``hone.train({...})`` or ``hone.train(cfg, max_steps=10)``."""
-    from .config import RunCfg, replace
     from .training.loop import train as _train
 
+    return _train(_cfg(cfg, overrides))
+
+
+def check_data(cfg: Any = None, **overrides: Any) -> str:
+    """The `hone data check` report for a config (rows, tokens, lengths, loss share, dropped rows)."""
+    from .data.inspect import check_report
+
+    return check_report(_cfg(cfg, overrides))
+
+
+def preview_data(cfg: Any = None, n: int = 3, **overrides: Any) -> str:
+    """The `hone data preview` text: rows as the model sees them, tokens that carry loss in [[ ]]."""
+    from .data.inspect import preview
+
+    return preview(_cfg(cfg, overrides), n=n, color=False)
+
+
+def _cfg(cfg: Any, overrides: dict[str, Any]) -> "RunCfg":
+    from .config import RunCfg, replace
+
     if isinstance(cfg, RunCfg):
-        cfg = replace(cfg, **overrides) if overrides else cfg
-    else:
-        cfg = load_config(cfg, overrides)
-    return _train(cfg)
+        return replace(cfg, **overrides) if overrides else cfg
+    return load_config(cfg, overrides)
 
 
 def register_template(name: str, template: Any, *, overwrite: bool = False) -> Any:
@@ -50,4 +67,5 @@ def register_model(info: Any, *, overwrite: bool = False) -> Any:
     return _reg(info, overwrite=overwrite)
 
 
-__all__ = ["__version__", "load_config", "train", "register_template", "register_dataset", "register_model"]
+__all__ = ["__version__", "load_config", "train", "check_data", "preview_data", "register_template",
+           "register_dataset", "register_model"]

@@ -43,3 +43,11 @@ def test_data_preview_cli_plain_markers_when_piped(model_dir, capsys):
                "-n", "2"])
     out = capsys.readouterr().out
     assert rc == 0 and out.count("--- row") == 2 and "[[" in out and "\x1b[" not in out and "Sparrow" in out
+
+
+def test_python_api_matches_the_cli(tiny_model_dir, identity_file):
+    import hone
+
+    keys = {"model": str(tiny_model_dir), "dataset": [f"{identity_file}#4"], "model_name": ["Sparrow"]}
+    assert "training rows" in hone.check_data(keys)
+    assert "[[" in hone.preview_data(keys, n=1)
