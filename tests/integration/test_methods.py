@@ -80,13 +80,18 @@ def test_checkpoints_eval_logging_and_outputs(tiny_cfg, identity_file, tmp_path,
     assert again.run_dir.name.startswith("v1-")  # a second run never overwrites the first
 
 
-def test_save_total_limit_minus_one_only_save_model_and_early_stopping(tiny_cfg, identity_file):
+def test_save_total_limit_minus_one_only_save_model_and_early_stopping(tiny_cfg, identity_file, monkeypatch):
+    from hone.training import loop
+
+    worse = iter([1.0, 1.5, 2.0, 2.5, 3.0, 3.5])  # eval loss that only gets worse after the first evaluation
+    monkeypatch.setattr(loop, "evaluate", lambda *a, **k: next(worse))
     res = hone.train({**tiny_cfg, "max_steps": 6, "save_steps": 2, "save_total_limit": -1, "only_save_model": True,
-                      "val_dataset": [f"{identity_file}#2"], "eval_steps": 1, "early_stopping_patience": 1,
-                      "learning_rate": 0.5})
+                      "val_dataset": [f"{identity_file}#2"], "eval_steps": 1, "early_stopping_patience": 2})
     ckpts = sorted(res.run_dir.glob("checkpoint-*"))
     assert ckpts and all(not (c / "optimizer.pt").exists() for c in ckpts)
-    assert res.global_step < 6  # a learning rate this high makes eval loss worse: stopped early
+    assert res.global_step == 3  # best at step 1, then two worse evaluations: patience 2 stops at step 3
+    assert res.best_checkpoint is not None
+    monkeypatch.undo()
     all_kept = hone.train({**tiny_cfg, "max_steps": 6, "save_steps": 2, "save_total_limit": -1,
                            "output_dir": tiny_cfg["output_dir"] + "2"})
     assert sorted(p.name for p in all_kept.run_dir.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4",
