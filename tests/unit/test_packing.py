@@ -25,3 +25,12 @@ def test_packed_loss_equals_padded_loss(tiny_model_dir, attn):
         packed, n_pack = loss(**pack_batch(rows))
     assert n_pad == n_pack
     assert torch.allclose(padded, packed, atol=1e-4), (float(padded), float(packed))
+
+
+def test_training_with_packing_matches_padding(tiny_cfg, tmp_path):
+    import hone
+
+    keys = {**tiny_cfg, "max_steps": 2, "save_strategy": "no", "lora_dropout": 0.0}
+    padded = hone.train({**keys, "output_dir": str(tmp_path / "pad")})
+    packed = hone.train({**keys, "output_dir": str(tmp_path / "pack"), "packing": True})
+    assert packed.train_losses == pytest.approx(padded.train_losses, abs=1e-4)
