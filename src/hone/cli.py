@@ -31,6 +31,7 @@ def setup_logging(main_process: bool = True) -> None:
         import transformers
 
         transformers.logging.set_verbosity_error()
+        transformers.utils.logging.disable_progress_bar()  # "Loading weights" bars; hone shows its own progress
     except ImportError:
         pass
 

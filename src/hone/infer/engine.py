@@ -113,7 +113,7 @@ class TransformersEngine:
         new = out[0, len(ids):].tolist()
         ended = bool(new) and new[-1] in self.eos_ids
         reason = "length" if len(new) >= gen.max_new_tokens and not ended else "stop"
-        text = self.tokenizer.decode(new, skip_special_tokens=True)
+        text = self.tokenizer.decode(new, skip_special_tokens=True).rstrip("\ufffd")
         return Generation(_cut_stops(text, gen.stop_words), len(ids), len(new), reason)
 
     def generate(self, messages: Sequence[Message], gen: GenCfg, tools: Sequence[dict[str, Any]] = ()) -> str:
@@ -140,6 +140,7 @@ class TransformersEngine:
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
         for piece in streamer:
+            piece = piece.rstrip("\ufffd")  # a reply cut by max_new_tokens inside a multi-byte character
             if piece:
                 yield piece
         thread.join()
