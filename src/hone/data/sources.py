@@ -13,7 +13,7 @@ from ..errors import DataError
 from ..registry import Registry
 from .conversation import Conversation, check_conversation
 from .formats import FormatSpec, RowError, detect_format, fill_placeholders, to_conversation
-from .mixing import BadRow, DataReport, DatasetSpec, sample, split_val  # noqa: F401  (re-exported)
+from .mixing import BadRow, DataReport, DatasetSpec
 
 EXTENSIONS = (".json", ".jsonl", ".csv", ".tsv", ".parquet", ".txt")
 
