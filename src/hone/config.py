@@ -117,6 +117,9 @@ class TrainCfg:
     output_dir: str = opt("output", "Where runs are written.")
     add_output_dir_suffix: bool = opt(True, "Write into `output_dir/<model>/v<N>-<timestamp>` so runs never "
                                       "overwrite each other.")
+    overwrite_output_dir: bool = opt(False, "Let a new run replace the earlier run in its directory (its "
+                                     "checkpoints, metrics and logs). Off: such a run stops and says how to "
+                                     "resume it instead.")
     num_train_epochs: float = opt(1.0, "Passes over the training data (ignored when `max_steps` > 0).")
     max_steps: int = opt(-1, "Optimizer steps to train; -1 trains `num_train_epochs` epochs.")
     batch_size: int = opt(1, "Rows per device per forward pass.")

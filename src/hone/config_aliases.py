@@ -162,7 +162,6 @@ IGNORED: dict[str, str] = {
     "do_train": "`hone train` always trains",
     "do_eval": "evaluation runs whenever validation data exists",
     "do_predict": "use `hone infer` (coming) for predictions",
-    "overwrite_output_dir": "runs never overwrite: each gets its own directory",
     "overwrite_cache": "the tokenization cache is keyed by content, so it is never stale",
     "logging_strategy": "hone logs every `logging_steps` steps",
     "log_level": "hone logs at info on the main process",

@@ -2,6 +2,7 @@
 bogus paths, pickles; and a LoRA resume really starts from the checkpoint's adapter."""
 from __future__ import annotations
 
+import json
 import os
 import stat
 
@@ -96,3 +97,14 @@ def test_output_dir_that_cannot_be_created(tiny_cfg, tmp_path):
     blocker.write_text("")
     with pytest.raises(TrainingError, match="cannot write to the output directory"):
         hone.train({**tiny_cfg, "output_dir": str(blocker / "out")})
+
+
+def test_fresh_run_does_not_mix_with_an_earlier_one(tiny_cfg):
+    first = hone.train({**tiny_cfg, "max_steps": 2, "save_steps": 2})
+    with pytest.raises(TrainingError, match="already holds a run.*resume_from_checkpoint: auto.*overwrite_output_dir"):
+        hone.train({**tiny_cfg, "max_steps": 2})
+    assert (first.run_dir / "checkpoint-2" / "COMPLETE").is_file()  # the refusal touched nothing
+    again = hone.train({**tiny_cfg, "max_steps": 3, "save_steps": 3, "overwrite_output_dir": True})
+    assert sorted(p.name for p in again.run_dir.glob("checkpoint-*")) == ["checkpoint-3"]
+    steps = [json.loads(x)["step"] for x in (again.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3]  # no record of the replaced run

@@ -6,6 +6,7 @@ import logging
 import os
 import random
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +118,29 @@ def latest_run_dir(cfg: RunCfg) -> Path | None:
     runs = [(int(m.group(1)), p) for p in parent.glob("v*-*") if (m := re.match(r"^v(\d+)-", p.name))] \
         if parent.is_dir() else []
     return max(runs)[1] if runs else None
+
+
+_RUN_FILES = ("metrics.jsonl", "loss.png", "hone_run.json")
+
+
+def claim_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """A fresh run may not mix with an earlier run's checkpoints and metrics in the same directory.
+
+    With ``overwrite`` the earlier run's checkpoints, metrics and TensorBoard logs are removed (only what hone
+    wrote there); without it the run stops before training and says what to do.
+    """
+    old = sorted(p.name for p in run_dir.glob("checkpoint-*")) + [f for f in _RUN_FILES if (run_dir / f).exists()]
+    if not old:
+        return
+    if not overwrite:
+        raise TrainingError(f"{run_dir} already holds a run ({', '.join(old[:4])}). Resume it with "
+                            "resume_from_checkpoint: auto, replace it with overwrite_output_dir: true, or choose "
+                            "another output_dir (add_output_dir_suffix: true gives every run its own)")
+    log.info("overwrite_output_dir: removing the earlier run in %s", run_dir)
+    for p in list(run_dir.glob("checkpoint-*")) + [run_dir / "runs"]:
+        shutil.rmtree(p, ignore_errors=True)
+    for f in _RUN_FILES:
+        (run_dir / f).unlink(missing_ok=True)
 
 
 def ensure_writable(run_dir: Path) -> None:

@@ -12,7 +12,7 @@ from ..data.pipeline import PreparedData
 from ..errors import CheckpointError
 from . import checkpoint as ckpt
 from .schedule import BatchPlan
-from .setup import ensure_writable, latest_run_dir, new_run_dir
+from .setup import claim_run_dir, ensure_writable, latest_run_dir, new_run_dir
 
 log = logging.getLogger("hone")
 
@@ -68,6 +68,8 @@ def run_dir_and_resume(cfg: RunCfg, acc: Any) -> tuple[Path, ckpt.Checkpoint | N
         run_dir, found = _pick(cfg)
         ensure_writable(run_dir)
         ckpt.sweep_staging(run_dir)
+        if found is None:
+            claim_run_dir(run_dir, cfg.train.overwrite_output_dir)
         holder = [(str(run_dir), (str(found.path), found.step) if found else None)]
     holder = broadcast_object_list(holder) if acc.num_processes > 1 else holder
     run_dir_s, found_t = holder[0]
