@@ -24,3 +24,13 @@ def test_system_prompt_is_inserted(tiny_model_dir, tokenizer):
     text = tokenizer.decode(engine.prompt_ids([Message("user", "hi")]))
     assert text.startswith("<|im_start|>system\nBe terse.<|im_end|>")
     assert text.endswith("<|im_start|>assistant\n")
+
+
+def test_chat_from_a_full_tuning_checkpoint(tiny_cfg):
+    import hone
+
+    res = hone.train({**tiny_cfg, "tuning": "full", "max_steps": 2, "save_steps": 2})
+    ckpt = res.run_dir / "checkpoint-2"
+    assert not (ckpt / "tokenizer_config.json").exists()  # checkpoints keep weights only
+    engine = TransformersEngine.load(ModelCfg(), str(ckpt), model_given=False)
+    assert engine.complete([Message("user", "hi")], GenCfg(max_new_tokens=3)).completion_tokens <= 3

@@ -73,7 +73,10 @@ class TransformersEngine:
         full = adapter_path is not None and (adapter_path / "config.json").is_file() and \
             not (adapter_path / "adapter_config.json").is_file()
         model_dir = adapter_path if full else resolve_model(ref, revision=mcfg.model_revision, token=mcfg.hub_token)
-        tokenizer = load_tokenizer(model_dir, mcfg)
+        tok_dir = model_dir
+        if full and not (model_dir / "tokenizer_config.json").is_file():  # a full checkpoint keeps weights only
+            tok_dir = resolve_model(ref, revision=mcfg.model_revision, token=mcfg.hub_token)
+        tokenizer = load_tokenizer(tok_dir, mcfg)
         model = load_model(model_dir, mcfg, choose_precision(mcfg.dtype))
         if adapter_path is not None and not full:
             if not (adapter_path / "adapter_config.json").is_file():
