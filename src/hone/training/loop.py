@@ -13,7 +13,7 @@ import torch
 
 from ..config import RunCfg, changed_keys, dump_yaml, to_dict
 from ..config_derive import eval_batch_size, quant_bits, report_to, save_steps
-from ..data.collate import collate
+from ..data.collate import collate, n_supervised
 from ..data.encode import IGNORE_INDEX, Encoded
 from ..data.pipeline import prepare
 from ..errors import CheckpointError, TrainingError
@@ -96,7 +96,7 @@ def train(cfg: RunCfg) -> TrainResult:
             order_epoch, order = epoch, plan.order(epoch)
         batches = [_batch([data.train[i] for i in mb], pad_id, cfg.data.packing, data.train[0])
                    for mb in plan.micro_batches(step, rank, order)]
-        n_local = sum(int((b["labels"][:, 1:] != IGNORE_INDEX).sum()) for b in batches)
+        n_local = sum(n_supervised(b) for b in batches)
         n_total = int(acc.reduce(torch.tensor(n_local, device=acc.device), reduction="sum"))
         # accelerate divides by `accum` and DDP / DeepSpeed average over processes: undo both, so the gradient
         # is the loss summed over the whole accumulated global batch divided by its supervised tokens

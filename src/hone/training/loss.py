@@ -62,11 +62,7 @@ class CausalLMLoss(torch.nn.Module):
             out = base.get_decoder()(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                                      use_cache=False)
             return selected_loss(base.get_output_embeddings(), out.last_hidden_state, labels)
+        # a model without a separable output layer: full logits, then the same selection with an identity head
         logits = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
                             use_cache=False).logits
-        target = labels[:, 1:]
-        keep = target != IGNORE_INDEX
-        n = int(keep.sum())
-        if n == 0:
-            return logits.sum() * 0.0, 0
-        return F.cross_entropy(logits[:, :-1][keep].float(), target[keep], reduction="sum"), n
+        return selected_loss(torch.nn.Identity(), logits, labels)
