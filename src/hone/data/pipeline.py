@@ -18,7 +18,8 @@ from .conversation import Conversation, Message
 from .encode import Encoded, encode
 from .formats import RowError
 from .mixing import BadRow, DataReport, DatasetSpec, rng_for, sample, split_val
-from .sources import Source, file_digest, load_dataset_info, read_source, resolve
+from ..integrity import file_digest
+from .sources import Source, load_dataset_info, read_source, resolve
 
 log = logging.getLogger("hone")
 

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 from dataclasses import dataclass, replace
 from importlib import resources
@@ -150,18 +149,6 @@ def data_files(path: Path) -> list[Path]:
             raise DataError(f"{path}: the folder holds no data files ({', '.join(EXTENSIONS)})")
         return files
     return [path]
-
-
-def file_digest(path: Path) -> str:
-    """sha256 of a data file's bytes (of every file, for a saved dataset directory)."""
-    h = hashlib.sha256()
-    for p in sorted(path.rglob("*")) if path.is_dir() else [path]:
-        if p.is_file():
-            h.update(p.name.encode())
-            with p.open("rb") as fh:
-                for block in iter(lambda: fh.read(1 << 20), b""):
-                    h.update(block)
-    return h.hexdigest()
 
 
 # ------------------------------------------------------------------------------------------ dataset_info.json

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import json
 import logging
 import os
 import shutil
@@ -21,6 +19,7 @@ from pathlib import Path
 from typing import Iterator
 
 from ..errors import ModelError
+from ..integrity import file_digest, manifest_problems, write_manifest
 from .registry import ModelInfo
 
 log = logging.getLogger("hone")
@@ -52,16 +51,11 @@ def _lock(name: str) -> Iterator[None]:
 
 def verify(model_dir: Path) -> bool:
     """True when the directory was completed by hone and every file in its manifest has its recorded size."""
-    try:
-        manifest = json.loads((model_dir / MANIFEST).read_text())
-        return all((model_dir / f).stat().st_size == size for f, size in manifest["files"].items())
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+    return not manifest_problems(model_dir, MANIFEST)
 
 
 def _finish(staging: Path, final: Path, source: dict) -> Path:
-    files = {p.name: p.stat().st_size for p in staging.iterdir() if p.is_file()}
-    (staging / MANIFEST).write_text(json.dumps({"source": source, "files": files}, indent=2))
+    write_manifest(staging, MANIFEST, source=source)
     if final.exists():  # an invalid leftover (verify failed): replace it
         shutil.rmtree(final)
     os.rename(staging, final)
@@ -141,14 +135,6 @@ def pull_builtin(info: ModelInfo, *, force: bool = False) -> Path:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     return done
-
-
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def from_gguf_file(path: Path) -> Path:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from ..integrity import manifest_problems, write_manifest
 
 log = logging.getLogger("hone")
 
@@ -91,8 +92,7 @@ def save(run_dir: Path, step: int, *, save_weights, optimizer: Any, scheduler: A
             torch.save(tensors, staging / RNG)
             state = {**state, "rng": {str(r): p for r, (_, p) in rank_rng.items()}}
         (staging / STATE).write_text(json.dumps(state, indent=1))
-        files = {p.name: p.stat().st_size for p in staging.iterdir() if p.is_file()}
-        (staging / COMPLETE).write_text(json.dumps({"step": step, "files": files, "weights_only": weights_only}))
+        write_manifest(staging, COMPLETE, step=step, weights_only=weights_only)
         _fsync_dir(staging)
         if final.exists():
             shutil.rmtree(final)
@@ -107,19 +107,7 @@ def save(run_dir: Path, step: int, *, save_weights, optimizer: Any, scheduler: A
 
 def problems(path: Path) -> list[str]:
     """What is wrong with a checkpoint folder (empty: complete); names every missing or cut file."""
-    try:
-        manifest = json.loads((path / COMPLETE).read_text())
-        files = dict(manifest["files"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return [f"no {COMPLETE} manifest (an interrupted save leaves none)"]
-    out = []
-    for f, n in files.items():
-        p = path / f
-        if not p.is_file():
-            out.append(f"missing {f}")
-        elif p.stat().st_size != n:
-            out.append(f"{f} has {p.stat().st_size} bytes, the manifest says {n}")
-    return out
+    return manifest_problems(path, COMPLETE)
 
 
 def is_complete(path: Path) -> bool:
