@@ -26,9 +26,9 @@ VERSION = 1
 
 
 def cache_dir() -> Path:
-    from ..models.gguf import hone_home
+    from ..paths import data_cache_dir
 
-    return hone_home() / "cache" / "data"
+    return data_cache_dir()
 
 
 def make_key(parts: dict[str, Any]) -> str:

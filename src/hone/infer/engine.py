@@ -5,7 +5,6 @@ everything about prompts, stop conditions and adapters lives here once.
 """
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -17,6 +16,7 @@ import torch
 from ..config import GenCfg, ModelCfg
 from ..data.conversation import Message
 from ..errors import ModelError
+from ..runs import RunInfo, read_run, run_dir_of
 from ..models.load import choose_precision, load_model, load_tokenizer, resolve_model
 from ..templates import Template, get_template
 
@@ -39,17 +39,6 @@ class Generation:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def run_info(adapter: str | Path) -> dict[str, Any]:
-    """What a hone run directory says about itself (base model, template, system prompt)."""
-    p = Path(adapter) / "hone_run.json"
-    if not p.is_file() and (Path(adapter).parent / "hone_run.json").is_file():  # a checkpoint inside a run
-        p = Path(adapter).parent / "hone_run.json"
-    try:
-        return json.loads(p.read_text()) if p.is_file() else {}
-    except (OSError, ValueError):
-        return {}
-
-
 class TransformersEngine:
     """Generation with a transformers model (optionally with a LoRA adapter merged in)."""
 
@@ -65,8 +54,8 @@ class TransformersEngine:
     @classmethod
     def load(cls, mcfg: ModelCfg, adapter: str | None = None, *, model_given: bool = True) -> "TransformersEngine":
         """Load the base model (or a run's) and merge an adapter directory if given."""
-        info = run_info(adapter) if adapter else {}
-        ref = mcfg.model if model_given or not info else info.get("model_dir") or info.get("model", mcfg.model)
+        run: RunInfo | None = read_run(adapter) if adapter and run_dir_of(adapter) else None
+        ref = mcfg.model if model_given or run is None else run.model_dir or run.model
         adapter_path = Path(adapter) if adapter else None
         if adapter_path is not None and not adapter_path.is_dir():
             raise ModelError(f"adapter {adapter} does not exist")
@@ -84,8 +73,8 @@ class TransformersEngine:
             from peft import PeftModel
 
             model = PeftModel.from_pretrained(model, str(adapter_path)).merge_and_unload()
-        template_name = mcfg.template if mcfg.template != "auto" or not info else info.get("template", "auto")
-        system = mcfg.system if mcfg.system is not None else info.get("system")
+        template_name = mcfg.template if mcfg.template != "auto" or run is None else run.template
+        system = mcfg.system if mcfg.system is not None else run.system if run is not None else None
         device = "cuda" if torch.cuda.is_available() else "cpu"
         return cls(model.to(device), tokenizer, get_template(template_name, tokenizer), system)
 

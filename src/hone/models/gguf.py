@@ -20,20 +20,12 @@ from typing import Iterator
 
 from ..errors import ModelError
 from ..integrity import file_digest, manifest_problems, write_manifest
+from ..paths import models_dir
 from .registry import ModelInfo
 
 log = logging.getLogger("hone")
 
 MANIFEST = "hone_model.json"
-
-
-def hone_home() -> Path:
-    """hone's cache root: ``$HONE_HOME`` or ``~/.cache/hone``."""
-    return Path(os.environ.get("HONE_HOME") or Path.home() / ".cache" / "hone")
-
-
-def models_dir() -> Path:
-    return hone_home() / "models"
 
 
 @contextlib.contextmanager

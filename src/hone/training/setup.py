@@ -5,8 +5,6 @@ import datetime as _dt
 import logging
 import os
 import random
-import re
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -86,72 +84,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def _slug(ref: str) -> str:
-    name = Path(ref).name if ("/" in ref or Path(ref).exists()) else ref
-    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "model"
-
-
-def new_run_dir(cfg: RunCfg) -> Path:
-    """``output_dir`` itself, or ``output_dir/<model>/v<N>-<timestamp>`` with a fresh N."""
-    base = Path(cfg.train.output_dir)
-    if not cfg.train.add_output_dir_suffix:
-        return base
-    parent = base / _slug(cfg.model.model)
-    n = 0
-    if parent.is_dir():
-        for p in parent.iterdir():
-            m = re.match(r"^v(\d+)-", p.name)
-            if m:
-                n = max(n, int(m.group(1)) + 1)
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return parent / f"v{n}-{stamp}"
-
-
-def latest_run_dir(cfg: RunCfg) -> Path | None:
-    """The newest run directory of this model under output_dir (for resume: auto)."""
-    base = Path(cfg.train.output_dir)
-    if not cfg.train.add_output_dir_suffix:
-        return base if base.is_dir() else None
-    parent = base / _slug(cfg.model.model)
-    runs = [(int(m.group(1)), p) for p in parent.glob("v*-*") if (m := re.match(r"^v(\d+)-", p.name))] \
-        if parent.is_dir() else []
-    return max(runs)[1] if runs else None
-
-
-_RUN_FILES = ("metrics.jsonl", "loss.png", "hone_run.json")
-
-
-def claim_run_dir(run_dir: Path, overwrite: bool) -> None:
-    """A fresh run may not mix with an earlier run's checkpoints and metrics in the same directory.
-
-    With ``overwrite`` the earlier run's checkpoints, metrics and TensorBoard logs are removed (only what hone
-    wrote there); without it the run stops before training and says what to do.
-    """
-    old = sorted(p.name for p in run_dir.glob("checkpoint-*")) + [f for f in _RUN_FILES if (run_dir / f).exists()]
-    if not old:
-        return
-    if not overwrite:
-        raise TrainingError(f"{run_dir} already holds a run ({', '.join(old[:4])}). Resume it with "
-                            "resume_from_checkpoint: auto, replace it with overwrite_output_dir: true, or choose "
-                            "another output_dir (add_output_dir_suffix: true gives every run its own)")
-    log.info("overwrite_output_dir: removing the earlier run in %s", run_dir)
-    for p in list(run_dir.glob("checkpoint-*")) + [run_dir / "runs"]:
-        shutil.rmtree(p, ignore_errors=True)
-    for f in _RUN_FILES:
-        (run_dir / f).unlink(missing_ok=True)
-
-
-def ensure_writable(run_dir: Path) -> None:
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as e:
-        raise TrainingError(f"cannot write to the output directory {run_dir} ({e.strerror or e}); choose another "
-                            "output_dir") from None
 
 
 def build_optimizer(model: torch.nn.Module, cfg: RunCfg) -> torch.optim.Optimizer:

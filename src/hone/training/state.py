@@ -1,7 +1,6 @@
 """The run's bookkeeping across processes and restarts: run directory, resume checks, weights in and out."""
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -10,13 +9,11 @@ from ..config import RunCfg
 from ..config_derive import method
 from ..data.pipeline import PreparedData
 from ..errors import CheckpointError
+from .. import runs
 from . import checkpoint as ckpt
 from .schedule import BatchPlan
-from .setup import claim_run_dir, ensure_writable, latest_run_dir, new_run_dir
 
 log = logging.getLogger("hone")
-
-RUN_INFO = "hone_run.json"
 
 # what must not change between a checkpoint and the run resuming it: (state key, what to call it)
 MUST_MATCH = (("fingerprint", "training data"), ("rows", "training rows"), ("batch_size", "batch_size"),
@@ -66,10 +63,10 @@ def run_dir_and_resume(cfg: RunCfg, acc: Any) -> tuple[Path, ckpt.Checkpoint | N
     holder: list[Any] = [None]
     if acc.is_main_process:
         run_dir, found = _pick(cfg)
-        ensure_writable(run_dir)
+        runs.ensure_writable(run_dir)
         ckpt.sweep_staging(run_dir)
         if found is None:
-            claim_run_dir(run_dir, cfg.train.overwrite_output_dir)
+            runs.claim_run_dir(run_dir, cfg.train.overwrite_output_dir)
         holder = [(str(run_dir), (str(found.path), found.step) if found else None)]
     holder = broadcast_object_list(holder) if acc.num_processes > 1 else holder
     run_dir_s, found_t = holder[0]
@@ -79,9 +76,9 @@ def run_dir_and_resume(cfg: RunCfg, acc: Any) -> tuple[Path, ckpt.Checkpoint | N
 def _pick(cfg: RunCfg) -> tuple[Path, ckpt.Checkpoint | None]:
     ref = cfg.train.resume_from_checkpoint
     if not ref:
-        return new_run_dir(cfg), None
+        return _new_run_dir(cfg), None
     if ref.lower() in ("auto", "true", "latest", "last"):
-        run_dir = latest_run_dir(cfg)
+        run_dir = runs.latest_run_dir(cfg.train.output_dir, cfg.model.model, cfg.train.add_output_dir_suffix)
         found = ckpt.find("auto", run_dir) if run_dir else None
         if found is not None:
             return run_dir, found
@@ -89,11 +86,15 @@ def _pick(cfg: RunCfg) -> tuple[Path, ckpt.Checkpoint | None]:
             raise CheckpointError(f"resume_from_checkpoint {ref}: no complete checkpoint under "
                                   f"{run_dir or cfg.train.output_dir}; use `auto` to start fresh when there is none")
         log.info("resume_from_checkpoint auto: no checkpoint yet under %s; starting fresh", cfg.train.output_dir)
-        return new_run_dir(cfg), None
+        return _new_run_dir(cfg), None
     found = ckpt.find(ref, Path(ref))
     assert found is not None
     # a weights-only start is a new run: it must not overwrite the checkpoints it started from
-    return (new_run_dir(cfg) if cfg.train.resume_weights_only else found.path.parent), found
+    return (_new_run_dir(cfg) if cfg.train.resume_weights_only else found.path.parent), found
+
+
+def _new_run_dir(cfg: RunCfg) -> Path:
+    return runs.new_run_dir(cfg.train.output_dir, cfg.model.model, cfg.train.add_output_dir_suffix)
 
 
 def save_weights(model: Any, folder: Path, tokenizer: Any = None) -> None:
@@ -151,4 +152,4 @@ def write_run_info(run_dir: Path, cfg: RunCfg, model_dir: Path, state: dict[str,
     info = {"model": cfg.model.model, "model_dir": str(model_dir), "template": cfg.model.template,
             "system": cfg.model.system, "method": method(cfg), "global_step": state.get("global_step", 0),
             "best_checkpoint": state.get("best_checkpoint"), "last_checkpoint": state.get("last_checkpoint")}
-    (run_dir / RUN_INFO).write_text(json.dumps(info, indent=1))
+    runs.write_run_info(run_dir, info)
