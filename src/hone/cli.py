@@ -133,7 +133,7 @@ def cmd_models(args: argparse.Namespace, rest: list[str]) -> int:
 
 def cmd_config(args: argparse.Namespace, rest: list[str]) -> int:
     from .config import dump_yaml, key_help
-    from .config_aliases import ALIASES, IGNORED
+    from .config.aliases import ALIASES, IGNORED
 
     if args.action == "show":
         print(dump_yaml(_load(rest)), end="")

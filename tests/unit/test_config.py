@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from hone.config import dump_yaml, key_help, load_config, parse_cli_overrides, to_dict
-from hone.config_derive import learning_rate, method, save_steps
+from hone.config.derive import learning_rate, method, save_steps
 from hone.errors import ConfigError
 
 

@@ -68,7 +68,7 @@ def test_optimizers_by_name_and_weight_decay_groups(name, cls):
 
 
 def test_learning_rate_defaults_per_method():
-    from hone.config_derive import learning_rate
+    from hone.config.derive import learning_rate
 
     assert learning_rate(load_config({"tuning": "lora"})) == 1e-4
     assert learning_rate(load_config({"tuning": "qlora"})) == 1e-4

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 
 from ..config import RunCfg
-from ..config_derive import method
+from ..config.derive import method
 from ..errors import ConfigError, ModelError
 from .registry import DEFAULT_LORA_TARGETS
 

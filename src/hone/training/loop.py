@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from ..config import RunCfg, changed_keys, dump_yaml, to_dict
-from ..config_derive import eval_batch_size, quant_bits, report_to, save_steps
+from ..config.derive import eval_batch_size, quant_bits, report_to, save_steps
 from ..data.collate import collate, n_supervised
 from ..data.encode import IGNORE_INDEX, Encoded
 from ..data.pipeline import prepare

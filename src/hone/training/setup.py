@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ..config import RunCfg
-from ..config_derive import learning_rate
+from ..config.derive import learning_rate
 from ..errors import ConfigError, TrainingError
 from .schedule import lr_lambda, warmup_steps
 

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunCfg
-from ..config_derive import method
+from ..config.derive import method
 from ..data.pipeline import PreparedData
 from ..errors import CheckpointError
 from .. import runs

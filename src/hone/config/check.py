@@ -1,7 +1,7 @@
 """Validation of a whole RunCfg: only raises, never changes the config."""
 from __future__ import annotations
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 
 def validate(cfg, where: str = "") -> None:  # cfg: RunCfg (import cycle kept out)

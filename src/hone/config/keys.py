@@ -2,7 +2,7 @@
 
 Every key carries a help text (the reference docs are generated from it). Loading only parses and
 validates; derived values (the learning rate a method implies, the save cadence, ...) come from
-functions in ``hone.config_derive``, never written back into the config.
+functions in ``hone.config.derive``, never written back into the config.
 """
 from __future__ import annotations
 
@@ -246,4 +246,4 @@ def dump_yaml(cfg: RunCfg) -> str:
 
 # Loading lives in config_load (it needs the dataclasses above); re-exported so `hone.config` is the one place
 # users import from.
-from .config_load import build, load_config, parse_cli_overrides, read_yaml, replace  # noqa: E402,F401
+from .load import build, load_config, parse_cli_overrides, read_yaml, replace  # noqa: E402,F401

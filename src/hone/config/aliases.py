@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 SKIP = object()
 

@@ -1,7 +1,7 @@
 """Values derived from a config (never written back into it)."""
 from __future__ import annotations
 
-from .config import RunCfg
+from .keys import RunCfg
 
 
 def method(cfg: RunCfg) -> str:
