@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 from ..errors import ConfigError
+from .keys import RunCfg
 
 
-def validate(cfg, where: str = "") -> None:  # cfg: RunCfg (import cycle kept out)
+def validate(cfg: RunCfg, where: str = "") -> None:
     t, d, tu, m = cfg.train, cfg.data, cfg.tune, cfg.model
 
     def need(cond: bool, msg: str) -> None:

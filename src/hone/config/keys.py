@@ -243,7 +243,3 @@ def changed_keys(cfg: RunCfg) -> dict[str, Any]:
 def dump_yaml(cfg: RunCfg) -> str:
     return yaml.safe_dump(to_dict(cfg), sort_keys=False, allow_unicode=True)
 
-
-# Loading lives in config_load (it needs the dataclasses above); re-exported so `hone.config` is the one place
-# users import from.
-from .load import build, load_config, parse_cli_overrides, read_yaml, replace  # noqa: E402,F401

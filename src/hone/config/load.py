@@ -10,9 +10,10 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from .keys import _HINTS, KEYS, SECTIONS, RunCfg, to_dict
-from .aliases import ALIASES, IGNORED, SKIP, check_ignored
 from ..errors import ConfigError
+from .aliases import ALIASES, IGNORED, SKIP, check_ignored
+from .check import validate
+from .keys import _HINTS, KEYS, SECTIONS, RunCfg, to_dict
 
 # ---------------------------------------------------------------------------------------------- coercion
 
@@ -135,8 +136,6 @@ def build(values: Mapping[str, Any], where: str = "") -> RunCfg:
                 raise ConfigError(f"{where}key '{key}' must be one of {', '.join(map(str, choices))}; got {v!r}")
         per_section[section][key] = v
     cfg = RunCfg(**{s: SECTIONS[s](**kv) for s, kv in per_section.items()})
-    from .check import validate
-
     validate(cfg, where)
     return cfg
 
