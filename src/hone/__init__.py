@@ -13,40 +13,41 @@ if TYPE_CHECKING:
     from .training.loop import TrainResult
 
 
-def load_config(source: Any = None, overrides: Any = None) -> "RunCfg":
+def load_config(source: Any = None, overrides: Any = None, *, sections: Any = None) -> "RunCfg":
     """A validated run config from a YAML path or dict plus ``--key value`` overrides (see hone.config)."""
     from .config import load_config as _load
 
-    return _load(source, overrides)
+    return _load(source, overrides, sections=sections)
 
 
 def train(cfg: Any = None, **overrides: Any) -> "TrainResult":
     """Fine-tune: ``hone.train("run.yaml")``, ``hone.train({...})`` or ``hone.train(cfg, max_steps=10)``."""
     from .training.loop import train as _train
 
-    return _train(_cfg(cfg, overrides))
+    return _train(_cfg(cfg, overrides, "train"))
 
 
 def check_data(cfg: Any = None, **overrides: Any) -> str:
     """The `hone data check` report for a config (rows, tokens, lengths, loss share, dropped rows)."""
     from .data.inspect import check_report
 
-    return check_report(_cfg(cfg, overrides))
+    return check_report(_cfg(cfg, overrides, "data"))
 
 
 def preview_data(cfg: Any = None, n: int = 3, **overrides: Any) -> str:
     """The `hone data preview` text: rows as the model sees them, tokens that carry loss in [[ ]]."""
     from .data.inspect import preview
 
-    return preview(_cfg(cfg, overrides), n=n, color=False)
+    return preview(_cfg(cfg, overrides, "data"), n=n, color=False)
 
 
-def _cfg(cfg: Any, overrides: dict[str, Any]) -> "RunCfg":
-    from .config import RunCfg, replace
+def _cfg(cfg: Any, overrides: dict[str, Any], command: str) -> "RunCfg":
+    """A RunCfg as given (with overrides applied), or loaded with the sections ``command`` reads."""
+    from .config import RunCfg, replace, sections_for
 
     if isinstance(cfg, RunCfg):
         return replace(cfg, **overrides) if overrides else cfg
-    return load_config(cfg, overrides)
+    return load_config(cfg, overrides, sections=sections_for(command))
 
 
 def register_template(name: str, template: Any, *, overwrite: bool = False) -> Any:

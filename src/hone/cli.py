@@ -6,10 +6,13 @@ import logging
 import os
 import sys
 import warnings
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from . import __version__
 from .errors import HoneError
+
+if TYPE_CHECKING:
+    from .config import LoadedConfig
 
 log = logging.getLogger("hone")
 
@@ -44,17 +47,16 @@ def _split_config(rest: Sequence[str]) -> tuple[str | None, list[str]]:
     return None, rest
 
 
-def _load(rest: Sequence[str], extra: dict[str, Any] | None = None) -> Any:
-    from .config import load_config, parse_cli_overrides
+def _load(rest: Sequence[str], command: str) -> "LoadedConfig":
+    """The config ``command`` reads (its sections only), and which keys the user gave."""
+    from .config import load_with_given, sections_for
 
     path, tokens = _split_config(rest)
-    overrides = parse_cli_overrides(tokens)
-    overrides.update(extra or {})
-    return load_config(path, overrides)
+    return load_with_given(path, tokens, sections=sections_for(command))
 
 
 def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
-    cfg = _load(rest)
+    cfg = _load(rest, "train").cfg
     if cfg.train.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
         return _relaunch(cfg.train.nproc_per_node, ["train", *rest], cfg.train.master_port)
     setup_logging(os.environ.get("RANK", "0") == "0")
@@ -88,16 +90,12 @@ def _relaunch(nproc: int, argv: list[str], master_port: int | None = None) -> in
 
 
 def cmd_chat(args: argparse.Namespace, rest: list[str]) -> int:
-    from .config import parse_cli_overrides
     from .infer.chat import answer_once, chat_loop
     from .infer.engine import TransformersEngine
 
-    path, tokens = _split_config(rest)
-    overrides = parse_cli_overrides(tokens)
-    model_given = path is not None or any(k in overrides for k in ("model", "model_name_or_path", "model_type",
-                                                                    "model_id_or_path"))
-    cfg = _load(rest)
-    engine = TransformersEngine.load(cfg.model, cfg.tune.adapter, model_given=model_given)
+    loaded = _load(rest, "chat")
+    cfg = loaded.cfg
+    engine = TransformersEngine.load(cfg.model, cfg.tune.adapter, model_given="model" in loaded.given)
     if args.prompt is not None:
         answer_once(engine, cfg.gen, args.prompt)
         return 0
@@ -136,7 +134,7 @@ def cmd_config(args: argparse.Namespace, rest: list[str]) -> int:
     from .config.aliases import ALIASES, IGNORED
 
     if args.action == "show":
-        print(dump_yaml(_load(rest)), end="")
+        print(dump_yaml(_load(rest, "config").cfg), end="")
         return 0
     by_key: dict[str, list[str]] = {}
     for alias, (key, _) in ALIASES.items():
@@ -168,7 +166,7 @@ def cmd_templates(args: argparse.Namespace, rest: list[str]) -> int:
 def cmd_data(args: argparse.Namespace, rest: list[str]) -> int:
     from .data import inspect as data_inspect
 
-    cfg = _load(rest)
+    cfg = _load(rest, "data").cfg
     if args.action == "check":
         print(data_inspect.check_report(cfg))
     else:

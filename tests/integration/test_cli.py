@@ -147,3 +147,29 @@ def test_model_without_chat_template_asks_for_one(tiny_model_dir, tmp_path, iden
     (d / "chat_template.jinja").unlink()
     code, _, err = run(["train", "--model", str(d), "--dataset", str(identity_file), "--output_dir", str(tmp_path)])
     assert code == 2 and "no chat template" in err and "--template" in err
+
+
+def test_chat_with_a_training_yaml_does_not_check_training_keys(tiny_cfg, tmp_path):
+    import yaml
+
+    p = tmp_path / "run.yaml"
+    p.write_text(yaml.safe_dump({**tiny_cfg, "max_steps": -1, "num_train_epochs": 0}))
+    code, _, err = run(["train", str(p)])
+    assert code == 2 and "num_train_epochs must be > 0" in err
+    code, out, err = run(["chat", str(p), "--prompt", "hi", "--max_new_tokens", "3"])
+    assert code == 0, err
+    assert out.endswith("\n")
+
+
+def test_chat_takes_the_model_from_the_run_unless_a_key_names_one(tiny_cfg, tmp_path):
+    import hone
+
+    run_dir = hone.train({**tiny_cfg, "max_steps": 2}).run_dir
+    p = tmp_path / "gen.yaml"
+    p.write_text("max_new_tokens: 3\n")  # a YAML that names no model: the run's base model is used
+    code, _, err = run(["chat", str(p), "--adapter", str(run_dir), "--prompt", "hi"])
+    assert code == 0, err
+    missing = tmp_path / "no-such-model"
+    for spelling in ("--model", "--model_id", "--model_name_or_path"):  # any alias of `model` counts
+        code, _, err = run(["chat", "--adapter", str(run_dir), spelling, str(missing), "--prompt", "hi"])
+        assert code == 2 and str(missing) in err, (spelling, err)

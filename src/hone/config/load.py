@@ -5,8 +5,9 @@ import difflib
 import os
 import types
 import typing
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Collection, Mapping, Sequence
 
 import yaml
 
@@ -122,11 +123,18 @@ def _closest(key: str) -> str:
     return f"; did you mean '{m}'?" if m in KEYS else f"; did you mean '{m}' (alias of '{ALIASES[m][0]}')?"
 
 
-def build(values: Mapping[str, Any], where: str = "") -> RunCfg:
-    """Build a validated RunCfg from hone keys (aliases already resolved)."""
-    per_section: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
+def build(values: Mapping[str, Any], where: str = "", sections: Collection[str] | None = None) -> RunCfg:
+    """Build a validated RunCfg from hone keys (aliases already resolved).
+
+    With ``sections``, only those are built and validated: keys of the others are accepted but not checked
+    (one YAML serves every command), and those sections keep their defaults.
+    """
+    wanted = _sections(sections)
+    per_section: dict[str, dict[str, Any]] = {s: {} for s in wanted}
     for key, value in values.items():
         section, f = KEYS[key]
+        if section not in per_section:
+            continue
         v = _coerce(key, value, _HINTS[section][key], where)
         choices = f.metadata["choices"]
         if choices is not None and v is not None:
@@ -136,8 +144,17 @@ def build(values: Mapping[str, Any], where: str = "") -> RunCfg:
                 raise ConfigError(f"{where}key '{key}' must be one of {', '.join(map(str, choices))}; got {v!r}")
         per_section[section][key] = v
     cfg = RunCfg(**{s: SECTIONS[s](**kv) for s, kv in per_section.items()})
-    validate(cfg, where)
+    validate(cfg, where, wanted)
     return cfg
+
+
+def _sections(sections: Collection[str] | None) -> tuple[str, ...]:
+    if sections is None:
+        return tuple(SECTIONS)
+    unknown = [s for s in sections if s not in SECTIONS]
+    if unknown:
+        raise ValueError(f"unknown config sections {unknown}; the sections are {', '.join(SECTIONS)}")
+    return tuple(s for s in SECTIONS if s in sections)
 
 
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -157,25 +174,47 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def load_config(source: str | os.PathLike | Mapping[str, Any] | None = None,
-                overrides: Mapping[str, Any] | Sequence[str] | None = None) -> RunCfg:
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A loaded config, and the keys the user set: hone names (aliases resolved) → where each was set
+    (the YAML path, ``command line`` or ``mapping``; the last source wins). A key set to "off" through an
+    alias flag (``bf16: false``) counts as not set."""
+
+    cfg: RunCfg
+    given: Mapping[str, str]
+
+
+def load_with_given(source: str | os.PathLike | Mapping[str, Any] | None = None,
+                    overrides: Mapping[str, Any] | Sequence[str] | None = None, *,
+                    sections: Collection[str] | None = None) -> LoadedConfig:
     """Load a run config from a YAML path or a dict, then apply ``--key value`` overrides.
 
     Overrides may be a mapping or a CLI-style token list (``["--lora_rank", "16", "--bf16"]``).
+    ``sections`` limits what is built and validated (see ``build``); every key is still checked to exist.
     Relative data paths in a YAML file are kept as written (resolved against the working directory,
     as every tool in the field does).
     """
     if source is None:
-        raw, where = {}, ""
+        raw, where, origin = {}, "", ""
     elif isinstance(source, Mapping):
-        raw, where = dict(source), ""
+        raw, where, origin = dict(source), "", "mapping"
     else:
-        raw, where = read_yaml(source), f"{source}: "
+        raw, where, origin = read_yaml(source), f"{source}: ", str(source)
     values = _resolve_aliases(raw, where)
+    given = dict.fromkeys(values, origin)
     if overrides:
         ov = parse_cli_overrides(overrides) if not isinstance(overrides, Mapping) else dict(overrides)
-        values.update(_resolve_aliases(ov, "command line: "))
-    return build(values, where)
+        ov_values = _resolve_aliases(ov, "command line: ")
+        values.update(ov_values)
+        given.update(dict.fromkeys(ov_values, "command line"))
+    return LoadedConfig(build(values, where, sections), types.MappingProxyType(given))
+
+
+def load_config(source: str | os.PathLike | Mapping[str, Any] | None = None,
+                overrides: Mapping[str, Any] | Sequence[str] | None = None, *,
+                sections: Collection[str] | None = None) -> RunCfg:
+    """The config alone of ``load_with_given`` (same arguments)."""
+    return load_with_given(source, overrides, sections=sections).cfg
 
 
 def parse_cli_overrides(tokens: Sequence[str]) -> dict[str, Any]:
@@ -199,6 +238,7 @@ def parse_cli_overrides(tokens: Sequence[str]) -> dict[str, Any]:
             i += 1
         out[key] = True if not vals else vals[0] if len(vals) == 1 else vals
     return out
+
 
 def replace(cfg: RunCfg, **changes: Any) -> RunCfg:
     """A copy of ``cfg`` with flat keys changed (validated again)."""
