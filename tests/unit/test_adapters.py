@@ -138,3 +138,21 @@ def test_lora_targets_resolution_without_peft(tiny_model_dir):
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
     assert "lm_head" not in lora_targets(model, ("ALL",))
     assert lora_targets(model, ("AUTO",)) == lora_targets(model, ("DEFAULT",))
+
+
+def test_bf16_on_cpu_holds_frozen_weights_in_bf16_and_trains_fp32(tiny_model_dir):
+    """What the `dtype` help says: bf16 frozen weights, fp32 trainable ones, a loss close to the fp32 model's."""
+    cfg = load_config({"model": str(tiny_model_dir), "dtype": "bf16", "lora_target": "ALL"})
+    precision = choose_precision(cfg.model.dtype, "cpu")
+    assert (precision.weights, precision.compute, precision.mixed) == (torch.bfloat16, torch.bfloat16, "bf16")
+    model = make_trainable(load_model(tiny_model_dir, cfg.model, precision), cfg)
+    frozen = {p.dtype for p in model.parameters() if not p.requires_grad}
+    trained = {p.dtype for p in model.parameters() if p.requires_grad}
+    assert frozen == {torch.bfloat16} and trained == {torch.float32}
+    reference = load_model(tiny_model_dir, cfg.model, choose_precision("fp32", "cpu"))
+    ids = torch.randint(0, 1000, (2, 32), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        want = reference(input_ids=ids, labels=ids).loss  # LoRA starts as the identity: same loss
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            got = model(input_ids=ids, labels=ids).loss
+    assert abs(got.item() - want.item()) < 0.02 * want.item()

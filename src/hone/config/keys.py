@@ -30,7 +30,8 @@ class ModelCfg:
     system: str | None = opt(None, "System prompt put before every conversation that has none. Unset: the "
                              "template's default.")
     dtype: str = opt("auto", "Weights and compute dtype. `auto`: bf16 on a GPU that supports it, else fp16 on "
-                     "CUDA, fp32 on CPU. `bf16` on CPU keeps fp32 weights and computes in bf16 (autocast).",
+                     "CUDA, fp32 on CPU. Frozen weights are held in this dtype (bf16 on CPU too: half the "
+                     "memory); trained weights stay fp32 and compute runs under autocast.",
                      choices=("auto", "fp32", "bf16", "fp16"))
     attn_impl: str = opt("sdpa", "Attention implementation passed to transformers.",
                          choices=("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention"))

@@ -105,6 +105,8 @@ def choose_precision(dtype: str, device: str | None = None) -> Precision:
         compute = _DTYPES[dtype]
     if device == "cpu" and compute == torch.float16:
         raise ModelError("dtype fp16 needs a GPU; on CPU use fp32, or bf16 where the CPU supports it")
+    # Frozen weights in the compute dtype on CPU too: measured with bf16 LoRA steps, fp32 weights under autocast
+    # were no faster and no closer to fp32 losses, and took twice the memory.
     return Precision(device, compute, compute)
 
 
