@@ -4,7 +4,7 @@
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Collection
 
 __version__ = "0.1.0"
 
@@ -13,8 +13,10 @@ if TYPE_CHECKING:
     from .training.loop import TrainResult
 
 
-def load_config(source: Any = None, overrides: Any = None, *, sections: Any = None) -> "RunCfg":
-    """A validated run config from a YAML path or dict plus ``--key value`` overrides (see hone.config)."""
+def load_config(source: Any = None, overrides: Any = None, *,
+                sections: Collection[str] | None = None) -> "RunCfg":
+    """A validated run config from a YAML path or dict plus ``--key value`` overrides (see hone.config);
+    ``sections`` builds and checks only those (see ``hone.config.sections_for``)."""
     from .config import load_config as _load
 
     return _load(source, overrides, sections=sections)
