@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hone.config import load_config
-from hone.data.inspect import check_report, preview, render
+from hone.data.report import check_report, preview, render
 from hone.data.pipeline import collect, encode_rows, load_conversations, prepare
 from hone.errors import DataError
 from hone.templates.hf import HFTemplate
