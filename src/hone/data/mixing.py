@@ -22,6 +22,11 @@ REASONS = {
     "over_length": "longer than max_length (truncation_strategy delete)",
     "response_cut": "truncation would cut away every reply token",
     "no_trainable_tokens": "no token carries loss",
+    "bad_content": "content that is not text (or text parts)",
+    "bad_tool_call": "a tool call without a function name",
+    "bad_weight": "a loss_weight that is not a number >= 0",
+    "bad_messages": "messages that are not a list of objects",
+    "bad_csv": "a CSV row that does not match its header",
 }
 
 
