@@ -22,7 +22,7 @@ from .mixing import BadRow, DataReport
 
 log = logging.getLogger("hone")
 
-VERSION = 1
+VERSION = 2  # 2: per-token loss weights
 
 
 def cache_dir() -> Path:
@@ -69,7 +69,10 @@ def _pack(rows: list[Encoded]) -> dict[str, np.ndarray]:
     lengths = np.fromiter((len(r.input_ids) for r in rows), dtype=np.int64, count=len(rows))
     ids = np.fromiter((t for r in rows for t in r.input_ids), dtype=np.int32, count=int(lengths.sum()))
     labels = np.fromiter((t for r in rows for t in r.labels), dtype=np.int32, count=int(lengths.sum()))
-    return {"lengths": lengths, "ids": ids, "labels": labels,
+    weights = np.fromiter((w for r in rows for w in (r.weights or [1.0] * len(r.labels))), dtype=np.float32,
+                          count=int(lengths.sum()))
+    return {"lengths": lengths, "ids": ids, "labels": labels, "weights": weights,
+            "weighted": np.array([r.weights is not None for r in rows], dtype=np.bool_),
             "truncated": np.array([r.truncated for r in rows], dtype=np.bool_),
             "eos_cut": np.array([r.eos_cut for r in rows], dtype=np.bool_),
             "source": np.array([r.source for r in rows], dtype=np.str_)}
@@ -79,7 +82,8 @@ def _unpack(z: Any) -> list[Encoded]:
     bounds = np.concatenate([[0], np.cumsum(z["lengths"])]).tolist()
     ids, labels = z["ids"].tolist(), z["labels"].tolist()
     src, trunc, cut = z["source"].tolist(), z["truncated"].tolist(), z["eos_cut"].tolist()
-    return [Encoded(ids[a:b], labels[a:b], src[i], trunc[i], cut[i])
+    weights, weighted = z["weights"].tolist(), z["weighted"].tolist()
+    return [Encoded(ids[a:b], labels[a:b], src[i], trunc[i], cut[i], weights[a:b] if weighted[i] else None)
             for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
 
 

@@ -164,12 +164,14 @@ def _natural(b: BadRow) -> list[Any]:
 
 
 def fingerprint(rows: list[Encoded]) -> str:
-    """A hash of every row's ids and labels, in order."""
+    """A hash of every row's ids, labels and loss weights, in order."""
     h = hashlib.sha256()
     for r in rows:
         h.update(len(r.input_ids).to_bytes(4, "little"))
         h.update(np.asarray(r.input_ids, dtype=np.int32).tobytes())
         h.update(np.asarray(r.labels, dtype=np.int32).tobytes())
+        if r.weights is not None:  # rows without weights hash as before
+            h.update(np.asarray(r.weights, dtype=np.float32).tobytes())
     return h.hexdigest()[:16]
 
 
