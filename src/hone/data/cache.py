@@ -22,7 +22,7 @@ from .mixing import BadRow, DataReport
 
 log = logging.getLogger("hone")
 
-VERSION = 2  # 2: per-token loss weights
+VERSION = 2  # 2: per-token loss weights, prompt_cut, deleted over-length rows
 
 
 def cache_dir() -> Path:
@@ -75,6 +75,7 @@ def _pack(rows: list[Encoded]) -> dict[str, np.ndarray]:
             "weighted": np.array([r.weights is not None for r in rows], dtype=np.bool_),
             "truncated": np.array([r.truncated for r in rows], dtype=np.bool_),
             "eos_cut": np.array([r.eos_cut for r in rows], dtype=np.bool_),
+            "prompt_cut": np.array([r.prompt_cut for r in rows], dtype=np.bool_),
             "source": np.array([r.source for r in rows], dtype=np.str_)}
 
 
@@ -82,17 +83,18 @@ def _unpack(z: Any) -> list[Encoded]:
     bounds = np.concatenate([[0], np.cumsum(z["lengths"])]).tolist()
     ids, labels = z["ids"].tolist(), z["labels"].tolist()
     src, trunc, cut = z["source"].tolist(), z["truncated"].tolist(), z["eos_cut"].tolist()
-    weights, weighted = z["weights"].tolist(), z["weighted"].tolist()
-    return [Encoded(ids[a:b], labels[a:b], src[i], trunc[i], cut[i], weights[a:b] if weighted[i] else None)
-            for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+    weights, weighted, prompt_cut = z["weights"].tolist(), z["weighted"].tolist(), z["prompt_cut"].tolist()
+    return [Encoded(ids[a:b], labels[a:b], src[i], trunc[i], cut[i], weights[a:b] if weighted[i] else None,
+                    prompt_cut[i]) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
 
 
 def _report_json(r: DataReport) -> dict[str, Any]:
-    return {"kept": r.kept, "bad": [[b.location, b.reason, b.detail] for b in r.bad]}
+    return {"kept": r.kept, "bad": [[b.location, b.reason, b.detail] for b in r.bad],
+            "deleted": [[b.location, b.reason, b.detail] for b in r.deleted]}
 
 
 def _report(d: dict[str, Any]) -> DataReport:
-    return DataReport(int(d["kept"]), [BadRow(*b) for b in d["bad"]])
+    return DataReport(int(d["kept"]), [BadRow(*b) for b in d["bad"]], [BadRow(*b) for b in d["deleted"]])
 
 
 def save(key: str, train: list[Encoded], val: list[Encoded], report: DataReport, val_report: DataReport,

@@ -17,7 +17,7 @@ from . import cache
 from .conversation import Conversation, Message
 from .encode import Encoded, encode
 from .formats import RowError
-from .mixing import BadRow, DataReport, DatasetSpec, rng_for, sample, split_val
+from .mixing import BadRow, DataReport, DatasetSpec, deleted_note, rng_for, sample, split_val
 from ..integrity import file_digest
 from .sources import Source, load_dataset_info, read_source, resolve
 
@@ -38,6 +38,8 @@ class PreparedData:
     """Training rows whose last reply lost its end-of-turn / EOS token to truncation."""
     cached: bool = False
     """The encoded rows came from the tokenization cache."""
+    prompt_cut: int = 0
+    """Training rows whose left truncation removed their whole prompt (system and user turns)."""
 
 
 Plan = list[tuple[DatasetSpec, Source]]
@@ -179,7 +181,8 @@ def fingerprint(rows: list[Encoded]) -> str:
 
 def enforce(report: DataReport, strategy: str, what: str = "training", max_bad_ratio: float = 1.0) -> None:
     """Apply check_dataset_strategy: stop on any bad row (error), or log them (warning) or a count (none);
-    stop too when the share of bad rows passes `max_bad_ratio`."""
+    stop too when the share of bad rows passes `max_bad_ratio`. Over-length rows deleted by
+    `truncation_strategy: delete` are the user's choice: always reported, never a reason to stop."""
     if report.bad and strategy == "error":
         shown = "\n".join(f"  {b}" for b in report.bad[:50])
         more = f"\n  ... and {len(report.bad) - 50} more" if len(report.bad) > 50 else ""
@@ -190,10 +193,13 @@ def enforce(report: DataReport, strategy: str, what: str = "training", max_bad_r
             log.warning("dropped %s", b)
         if len(report.bad) > 200:
             log.warning("... and %d more dropped rows", len(report.bad) - 200)
-    if report.bad:
+    note = deleted_note(report, what)
+    if note:
+        log.warning(note)
+    if report.bad or report.deleted:
         log.info("%s data: %s", what, report.summary())
     if report.bad and report.bad_ratio > max_bad_ratio:
-        raise DataError(f"{len(report.bad)} of {report.kept + len(report.bad)} {what} rows are bad "
+        raise DataError(f"{len(report.bad)} of {report.total} {what} rows are bad "
                         f"({report.bad_ratio:.0%} > max_bad_ratio {max_bad_ratio:.0%}):\n{report.table()}\n"
                         f"First ones:\n" + "\n".join(f"  {b}" for b in report.bad[:10]) +
                         "\nThe format or columns are probably wrong; check them with `hone data check`, or raise "
@@ -207,6 +213,8 @@ def _check_usable(data: PreparedData) -> None:
     if counts and set(counts) <= {"no_trainable_tokens", "response_cut"}:
         raise DataError("no trainable tokens: every row lost all its loss-carrying tokens (check the template, "
                         "loss_scope, the rows' train flags and max_length)")
+    if data.report.deleted and not data.report.bad:
+        raise DataError(f"no usable training rows: {deleted_note(data.report)}")
     raise DataError(f"no usable training rows ({data.report.summary()}); see the dropped rows above")
 
 
@@ -234,20 +242,26 @@ def collect(cfg: RunCfg, tokenizer: Any, template: Any) -> PreparedData:
         train, val, report, val_report, meta = hit
         log.info("tokenized data loaded from the cache (%d rows)", len(train))
         return PreparedData(train, val, report, meta["truncated"], meta["fingerprint"], val_report,
-                            meta["eos_cut"], cached=True)
+                            meta["eos_cut"], cached=True, prompt_cut=meta["prompt_cut"])
     train_c, val_c, report, val_report = load_conversations(cfg.data, plan)
     train, truncated, bad = encode_all(train_c, cfg, tokenizer, template)
     report.kept -= len(bad)
-    report.bad = sorted(report.bad + bad, key=_natural)
+    _file_encode_failures(report, bad)
     val, _, val_bad = encode_all(val_c, cfg, tokenizer, template)
     val_report.kept = len(val)
-    val_report.bad += val_bad
+    _file_encode_failures(val_report, val_bad)
     data = PreparedData(train, val, report, truncated, fingerprint(train), val_report,
-                        sum(r.eos_cut for r in train))
+                        sum(r.eos_cut for r in train), prompt_cut=sum(r.prompt_cut for r in train))
     if key:
-        cache.save(key, train, val, report, val_report,
-                   {"truncated": truncated, "fingerprint": data.fingerprint, "eos_cut": data.eos_cut})
+        cache.save(key, train, val, report, val_report, {"truncated": truncated, "fingerprint": data.fingerprint,
+                                                         "eos_cut": data.eos_cut, "prompt_cut": data.prompt_cut})
     return data
+
+
+def _file_encode_failures(report: DataReport, failed: list[BadRow]) -> None:
+    """Over-length rows under `truncation_strategy: delete` go to `deleted`; every other failure is bad."""
+    report.bad = sorted(report.bad + [b for b in failed if b.reason != "over_length"], key=_natural)
+    report.deleted = sorted(report.deleted + [b for b in failed if b.reason == "over_length"], key=_natural)
 
 
 def prepare(cfg: RunCfg, tokenizer: Any, template: Any) -> PreparedData:
@@ -259,5 +273,6 @@ def prepare(cfg: RunCfg, tokenizer: Any, template: Any) -> PreparedData:
     _check_usable(data)
     if data.truncated:
         log.warning("%d rows were longer than max_length %d and were cut (%s); %d of them lost the end of their "
-                    "last reply", data.truncated, d.max_length, d.truncation_strategy, data.eos_cut)
+                    "last reply, %d their whole prompt", data.truncated, d.max_length, d.truncation_strategy,
+                    data.eos_cut, data.prompt_cut)
     return data
