@@ -7,7 +7,7 @@ import multiprocessing
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from .encode import Encoded, encode
 from .formats import RowError
 from .mixing import BadRow, DataReport, DatasetSpec, deleted_note, rng_for, sample, split_val
 from ..integrity import file_digest
-from .sources import Source, load_dataset_info, read_source, resolve
+from .sources import DATASETS, Source, builtin_info, load_dataset_info, read_source, resolve
 
 log = logging.getLogger("hone")
 
@@ -61,9 +61,38 @@ def plan_sources(d: DataCfg) -> tuple[Plan, Plan]:
     if not d.dataset:
         raise DataError("no training data: set `dataset` to a file, folder or registered name")
     info = _info(d)
-    train = [(s, resolve(s, info, d.format, d.dataset_dir)) for s in map(DatasetSpec.parse, d.dataset)]
-    val = [(s, resolve(s, info, d.format, d.dataset_dir)) for s in map(DatasetSpec.parse, d.val_dataset)]
+    train = [(s, resolve(s, info, d.format, d.dataset_dir)) for s in dataset_specs(d.dataset, info, d.dataset_dir)]
+    val = [(s, resolve(s, info, d.format, d.dataset_dir))
+           for s in dataset_specs(d.val_dataset, info, d.dataset_dir)]
     return train, val
+
+
+def dataset_specs(entries: Sequence[str], info: Mapping[str, Any], dataset_dir: str | None) -> list[DatasetSpec]:
+    """Parse `dataset` entries; one that is neither an existing path nor a known name and holds whitespace
+    stands for several entries.
+
+    Shell scripts build lists as `--dataset $ds1' '$ds2`, which joins the last path of one list and the
+    first of the next into one argument; ms-swift read such an argument as its space-separated parts.
+    """
+    out: list[DatasetSpec] = []
+    for entry in map(str, entries):
+        if any(c.isspace() for c in entry.strip()) and not _known(entry, info, dataset_dir):
+            parts = entry.split()
+            log.info("dataset entry %r is not a file or name: read as %d entries %s", entry, len(parts), parts)
+            out += [DatasetSpec.parse(p) for p in parts]
+        else:
+            out.append(DatasetSpec.parse(entry))
+    return out
+
+
+def _known(entry: str, info: Mapping[str, Any], dataset_dir: str | None) -> bool:
+    try:
+        target = DatasetSpec.parse(entry).target
+    except DataError:  # "a.jsonl b.jsonl#3 c.jsonl": not one entry's row count
+        return False
+    path = Path(target).expanduser()
+    return (target in info or target in DATASETS or target in builtin_info() or path.exists()
+            or bool(dataset_dir and not path.is_absolute() and (Path(dataset_dir) / path).exists()))
 
 
 def load_conversations(d: DataCfg, plan: tuple[Plan, Plan] | None = None
