@@ -161,3 +161,35 @@ def test_val_dataset_with_count():
 def test_missing_file_fails_before_reading():
     with pytest.raises(DataError, match="neither a file nor a registered name"):
         plan_sources(load_config({"dataset": ["nope/missing.jsonl"]}).data)
+
+
+def test_csv_unterminated_quote_names_the_line_it_opens(tmp_path):
+    p = tmp_path / "qa.csv"
+    p.write_text('instruction,output\nq1,a1\nq2,"a reply\nover two lines"\n\nq3,"never closed\nq4,a4\nq5,a5\n')
+    train, _, report, _ = load(dataset=[str(p)])
+    assert [c.source for c in train] == [f"{p}:2", f"{p}:3"]  # a row is located where it starts
+    assert train[1].messages[-1].content == "a reply\nover two lines"
+    (bad,) = report.bad
+    assert bad.location == f"{p}:6" and bad.reason == "bad_csv" and "never closed" in bad.detail
+    assert "2 lines after it" in bad.detail and report.kept == 2
+
+
+def test_tsv_rows_keep_unicode_line_separators(tmp_path):
+    p = tmp_path / "t.tsv"
+    p.write_text("instruction\toutput\nq\u2028still q\ta\n", encoding="utf-8")
+    train, _, report, _ = load(dataset=[str(p)])
+    assert not report.bad and train[0].messages[0].content == "q\u2028still q"
+
+
+def test_empty_file_is_named(tmp_path, caplog):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(DataError, match="empty.jsonl: the file is empty"):
+        load(dataset=[f"{empty}#5"])
+    _, _, report, _ = load(dataset=[str(empty), str(DATA / "alpaca_en.json")])
+    assert report.warnings == [f"{empty}: the file is empty (no rows); check that it is the file you meant"]
+    from hone.data.pipeline import enforce
+
+    with caplog.at_level("WARNING", logger="hone"):
+        enforce(report, "warning")
+    assert any(str(empty) in r.message for r in caplog.records)

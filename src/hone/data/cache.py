@@ -90,11 +90,12 @@ def _unpack(z: Any) -> list[Encoded]:
 
 def _report_json(r: DataReport) -> dict[str, Any]:
     return {"kept": r.kept, "bad": [[b.location, b.reason, b.detail] for b in r.bad],
-            "deleted": [[b.location, b.reason, b.detail] for b in r.deleted]}
+            "deleted": [[b.location, b.reason, b.detail] for b in r.deleted], "warnings": r.warnings}
 
 
 def _report(d: dict[str, Any]) -> DataReport:
-    return DataReport(int(d["kept"]), [BadRow(*b) for b in d["bad"]], [BadRow(*b) for b in d["deleted"]])
+    return DataReport(int(d["kept"]), [BadRow(*b) for b in d["bad"]], [BadRow(*b) for b in d["deleted"]],
+                      list(d["warnings"]))
 
 
 def save(key: str, train: list[Encoded], val: list[Encoded], report: DataReport, val_report: DataReport,

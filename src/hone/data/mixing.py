@@ -54,11 +54,14 @@ class DataReport:
     kept: int = 0
     bad: list[BadRow] = field(default_factory=list)
     deleted: list[BadRow] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Problems with whole files or entries (an empty file), shown with the report."""
 
     def add(self, other: "DataReport") -> None:
         self.kept += other.kept
         self.bad += other.bad
         self.deleted += other.deleted
+        self.warnings += other.warnings
 
     def counts(self) -> dict[str, int]:
         """Dropped (bad) rows per reason code."""

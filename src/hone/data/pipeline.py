@@ -107,10 +107,13 @@ def load_conversations(d: DataCfg, plan: tuple[Plan, Plan] | None = None
     train: list[Conversation] = []
     val: list[Conversation] = []
     pools: dict[str, list[Conversation]] = {}
+    empty: list[str] = []
     for k, (spec, src) in enumerate(train_plan):
         if spec.target not in pools:
             rows, given_val, rep = read_source(src, d.model_name, d.model_author)
             report.add(rep)
+            if not rows and not given_val and not rep.bad:
+                empty.append(spec.target)
             if d.max_samples is not None and len(rows) > d.max_samples:
                 rows = sample(rows, d.max_samples, rng_for(d.dataset_seed, "max_samples", spec.target))
             if not d.val_dataset and not given_val:
@@ -120,6 +123,8 @@ def load_conversations(d: DataCfg, plan: tuple[Plan, Plan] | None = None
         rows = pools[spec.target]
         n = spec.count or src.num_samples
         train += sample(rows, n, rng_for(d.dataset_seed, "n", spec.target, k)) if n else rows
+    if empty and len(empty) == len(pools):
+        raise DataError("no training data: " + "; ".join(report.warnings or [f"{t} has no rows" for t in empty]))
     for k, (spec, src) in enumerate(val_plan):
         rows, _, rep = read_source(src, d.model_name, d.model_author)
         val_report.add(rep)
@@ -222,9 +227,9 @@ def enforce(report: DataReport, strategy: str, what: str = "training", max_bad_r
             log.warning("dropped %s", b)
         if len(report.bad) > 200:
             log.warning("... and %d more dropped rows", len(report.bad) - 200)
-    note = deleted_note(report, what)
-    if note:
-        log.warning(note)
+    for note in report.warnings + [deleted_note(report, what) or ""]:
+        if note:
+            log.warning(note)
     if report.bad or report.deleted:
         log.info("%s data: %s", what, report.summary())
     if report.bad and report.bad_ratio > max_bad_ratio:

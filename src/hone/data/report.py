@@ -102,7 +102,8 @@ def format_check(cfg: Any, data: PreparedData) -> str:
                         ("deleted over-length validation rows", data.val_report.deleted)):
         bad = _bad_lines(title, rows)
         lines += [""] + bad if bad else []
-    notes = [n for n in (deleted_note(data.report), deleted_note(data.val_report, "validation")) if n]
+    notes = data.report.warnings + data.val_report.warnings
+    notes += [n for n in (deleted_note(data.report), deleted_note(data.val_report, "validation")) if n]
     return "\n".join(lines + ([""] + notes if notes else []))
 
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
@@ -69,15 +70,41 @@ def _jsonl_lines(path: Path, text: str) -> Iterator[Row]:
             yield None, f"{path}:{n}", RowError("bad_json", f"not valid JSON ({e.msg} at column {e.colno})")
 
 
-def _csv_rows(path: Path, delimiter: str) -> Iterator[Row]:
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
-        for row in reader:
-            loc = f"{path}:{reader.line_num}"
-            if None in row:
-                yield None, loc, RowError("bad_csv", "the row has more fields than the header")
-                continue
-            yield {k: v for k, v in row.items() if k is not None}, loc, None
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+def _csv_rows(path: Path, text: str, delimiter: str) -> Iterator[Row]:
+    """Rows located at the line where each starts (a quoted field may span lines)."""
+    lines = _LINE.findall(text)  # the csv module's own line ends; str.splitlines knows more
+    reader = csv.reader(lines, delimiter=delimiter)
+    header: list[str] | None = None
+    end = 0
+    for fields in reader:
+        start, end = end + 1, reader.line_num
+        if not fields:
+            continue
+        if end == len(lines) and _unclosed_quote("".join(lines[start - 1:]), delimiter):
+            yield None, f"{path}:{start}", RowError(
+                "bad_csv", f"a quoted field opens on this line and is never closed, so the {end - start} lines "
+                "after it cannot be read as rows; close the quote (a quote inside a field is written \"\")")
+            return
+        if header is None:
+            header = fields
+            continue
+        loc = f"{path}:{start}"
+        if len(fields) > len(header):
+            yield None, loc, RowError("bad_csv", "the row has more fields than the header")
+            continue
+        yield dict(zip(header, fields + [None] * (len(header) - len(fields)))), loc, None
+
+
+def _unclosed_quote(segment: str, delimiter: str) -> bool:
+    """The last row runs to the end of the file inside a quoted field (the csv module reads it as one field)."""
+    try:
+        list(csv.reader(_LINE.findall(segment), delimiter=delimiter, strict=True))
+    except csv.Error as e:
+        return "unexpected end of data" in str(e)
+    return False
 
 
 def _parquet_rows(path: Path) -> Iterator[Row]:
@@ -127,7 +154,7 @@ def read_file(path: Path, split: str | None = None) -> Iterator[Row]:
             yield from (_json_rows(path, text) if suffix == ".json" else _jsonl_lines(path, text)
                         if suffix == ".jsonl" else _txt_rows(path, text))
         elif suffix in (".csv", ".tsv"):
-            yield from _csv_rows(path, "\t" if suffix == ".tsv" else ",")
+            yield from _csv_rows(path, path.read_text(encoding="utf-8-sig"), "\t" if suffix == ".tsv" else ",")
         elif suffix == ".parquet":
             yield from _parquet_rows(path)
         else:
@@ -258,7 +285,10 @@ def read_source(src: Source, name: tuple[str, ...] = (), author: tuple[str, ...]
             _convert(located, src.spec, target, report, name, author)
         return train, val, report
     for path in src.files:
-        _convert(list(read_file(path, src.split)), src.spec, train, report, name, author)
+        rows = list(read_file(path, src.split))
+        if not rows:
+            report.warnings.append(f"{path}: the file is empty (no rows); check that it is the file you meant")
+        _convert(rows, src.spec, train, report, name, author)
     return train, val, report
 
 
