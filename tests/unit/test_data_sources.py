@@ -193,3 +193,43 @@ def test_empty_file_is_named(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="hone"):
         enforce(report, "warning")
     assert any(str(empty) in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink", "symlink_in_folder"])
+def test_dataset_info_file_outside_its_folder_is_refused(tmp_path, how):
+    outside = tmp_path / "secret.jsonl"
+    outside.write_text((DATA / "alpaca_en.jsonl").read_text())
+    d = tmp_path / "ds"
+    d.mkdir()
+    file_name = {"dotdot": "../secret.jsonl", "absolute": str(outside), "symlink": "link.jsonl",
+                 "symlink_in_folder": "sub"}[how]
+    if how == "symlink":
+        (d / "link.jsonl").symlink_to(outside)
+    if how == "symlink_in_folder":
+        (d / "sub").mkdir()
+        shutil.copy(DATA / "alpaca_en.jsonl", d / "sub" / "ok.jsonl")
+        (d / "sub" / "z.jsonl").symlink_to(outside)
+    (d / "dataset_info.json").write_text(json.dumps({"mine": {"file_name": file_name}}))
+    with pytest.raises(DataError) as e:
+        load(dataset=["mine"], dataset_dir=str(d))
+    assert "'mine'" in str(e.value) and f"points outside {d}" in str(e.value)
+
+
+def test_dataset_info_inside_links_still_read(tmp_path):
+    d = tmp_path / "ds"
+    (d / "raw").mkdir(parents=True)
+    shutil.copy(DATA / "alpaca_en.jsonl", d / "raw" / "a.jsonl")
+    (d / "a.jsonl").symlink_to(d / "raw" / "a.jsonl")
+    (d / "dataset_info.json").write_text(json.dumps({"mine": {"file_name": "a.jsonl"}}))
+    assert len(load(dataset=["mine"], dataset_dir=str(d))[0]) == 12
+
+
+@pytest.mark.parametrize("suffix,text,line", [
+    (".yaml", "mine:\n  file_name: a.jsonl\n  columns: [prompt\nother: {}\n", 4),
+    (".json", '{"mine": {"file_name": "a.jsonl",}}', 1)])
+def test_dataset_info_that_does_not_parse_names_file_and_line(tmp_path, suffix, text, line):
+    p = tmp_path / f"info{suffix}"
+    p.write_text(text)
+    with pytest.raises(DataError) as e:
+        load(dataset=["mine"], dataset_info=str(p))
+    assert str(e.value).startswith(f"{p}:{line}: not valid {'YAML' if suffix == '.yaml' else 'JSON'}")

@@ -9,6 +9,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
+import yaml
+
 from ..errors import DataError
 from ..registry import Registry
 from .conversation import Conversation, check_conversation
@@ -186,9 +188,15 @@ def load_dataset_info(path: Path) -> dict[str, dict[str, Any]]:
         raise DataError(f"dataset info file {path} does not exist")
     try:
         text = path.read_text(encoding="utf-8")
-        info = json.loads(text) if path.suffix == ".json" else __import__("yaml").safe_load(text)
-    except (json.JSONDecodeError, ValueError) as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
+        info = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise DataError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     if not isinstance(info, dict) or not all(isinstance(v, dict) for v in info.values()):
         raise DataError(f"{path}: must map dataset names to objects with a 'file_name'")
     return {k: {**v, "_base": str(path.parent)} for k, v in info.items()}
@@ -258,15 +266,27 @@ def _from_info(name: str, entry: Mapping[str, Any], fmt: str) -> Source:
     if entry.get("ranking"):
         raise DataError(f"dataset '{name}' is a ranking (preference) set; hone trains SFT, which needs one "
                         "reply per prompt")
-    path = (base / entry["file_name"]).resolve()
-    if not path.is_relative_to(base.resolve()):
-        raise DataError(f"dataset '{name}': file_name '{entry['file_name']}' points outside {base}; keep data "
-                        "files inside the dataset folder")
+    file_name = entry["file_name"]
+    if not isinstance(file_name, str) or not file_name.strip():
+        raise DataError(f"dataset '{name}': file_name must be a path inside {base}, got {file_name!r}")
+    path = base / file_name
+    _inside(name, file_name, path, base)
     if not path.exists():
         raise DataError(f"dataset '{name}': file {path} does not exist")
+    files = data_files(path)
+    for f in files:  # a folder's files too: one may be a link out of it
+        _inside(name, file_name, f, base)
     spec = FormatSpec(_entry_format(entry, fmt), dict(entry.get("columns") or {}), dict(entry.get("tags") or {}))
-    return Source(name, tuple(data_files(path)), spec, split=entry.get("split"),
-                  num_samples=entry.get("num_samples"))
+    return Source(name, tuple(files), spec, split=entry.get("split"), num_samples=entry.get("num_samples"))
+
+
+def _inside(name: str, file_name: str, path: Path, base: Path) -> None:
+    """Refuse a dataset_info entry whose file lies outside its folder (`..`, an absolute path, a symlink out):
+    a downloaded dataset folder must not make hone read other files of this machine."""
+    real = path.resolve()
+    if not real.is_relative_to(base.resolve()):
+        raise DataError(f"dataset '{name}': file_name '{file_name}' points outside {base} (to {real}); dataset_info "
+                        "entries may only name files inside their own folder (copy the data there)")
 
 
 # ---------------------------------------------------------------------------------------------- loading
