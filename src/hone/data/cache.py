@@ -2,7 +2,8 @@
 
 The key hashes everything the encoded rows depend on (data file contents, dataset settings, template,
 tokenizer, length settings), so an entry is never stale; a run whose key matches skips tokenizing.
-Entries are written to a temporary folder and renamed into place, so a crash never leaves half an entry.
+Entries are written to a temporary folder and renamed into place, so a crash never leaves half an entry;
+temporary folders a killed run left behind are swept by the next write.
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,10 @@ from .encode import Encoded
 from .mixing import BadRow, DataReport
 
 log = logging.getLogger("hone")
+
+STALE_AFTER_S = 6 * 3600
+"""A temporary folder without a live writer we can check (another host, no owner file) is swept after this."""
+OWNER = ".owner"
 
 VERSION = 2  # 2: per-token loss weights, prompt_cut, deleted over-length rows
 
@@ -106,11 +113,14 @@ def save(key: str, train: list[Encoded], val: list[Encoded], report: DataReport,
         return final
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(final.parent)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
+        (tmp / OWNER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
         np.savez(tmp / "train.npz", **_pack(train))
         np.savez(tmp / "val.npz", **_pack(val))
         doc = {"version": VERSION, "report": _report_json(report), "val_report": _report_json(val_report), **meta}
         (tmp / "meta.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+        (tmp / OWNER).unlink()
         try:
             os.rename(tmp, final)
         except OSError:  # another process wrote the same entry first
@@ -119,6 +129,45 @@ def save(key: str, train: list[Encoded], val: list[Encoded], report: DataReport,
     except OSError as e:
         log.warning("could not write the data cache at %s (%s); the next run tokenizes again", final, e)
         return None
+
+
+def sweep_stale(root: Path, max_age_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove temporary entry folders whose writer is gone: its process on this host is dead, or, when that
+    cannot be told, nothing in the folder changed for ``max_age_s``. A live writer's folder is never touched."""
+    removed: list[Path] = []
+    for tmp in root.glob(".*-*"):
+        if tmp.is_dir() and not tmp.is_symlink() and _abandoned(tmp, max_age_s):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    if removed:
+        log.info("removed %d unfinished data cache folders left by stopped runs", len(removed))
+    return removed
+
+
+def _abandoned(tmp: Path, max_age_s: float) -> bool:
+    try:
+        owner = json.loads((tmp / OWNER).read_text())
+        if owner.get("host") == socket.gethostname():
+            return not _alive(int(owner["pid"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # just created (no owner file yet), or unreadable: go by age
+    try:
+        newest = max([tmp.stat().st_mtime] + [p.stat().st_mtime for p in tmp.iterdir()])
+    except OSError:
+        return False
+    return time.time() - newest > max_age_s
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name == "nt":  # Windows' os.kill would stop the process: assume alive
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's live process
+        return True
+    return True
 
 
 def load(key: str) -> tuple[list[Encoded], list[Encoded], DataReport, DataReport, dict[str, Any]] | None:
