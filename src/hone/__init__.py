@@ -31,14 +31,14 @@ def train(cfg: Any = None, **overrides: Any) -> "TrainResult":
 
 def check_data(cfg: Any = None, **overrides: Any) -> str:
     """The `hone data check` report for a config (rows, tokens, lengths, loss share, dropped rows)."""
-    from .data.inspect import check_report
+    from .data.report import check_report
 
     return check_report(_cfg(cfg, overrides, "data"))
 
 
 def preview_data(cfg: Any = None, n: int = 3, **overrides: Any) -> str:
     """The `hone data preview` text: rows as the model sees them, tokens that carry loss in [[ ]]."""
-    from .data.inspect import preview
+    from .data.report import preview
 
     return preview(_cfg(cfg, overrides, "data"), n=n, color=False)
 

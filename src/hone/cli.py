@@ -164,13 +164,13 @@ def cmd_templates(args: argparse.Namespace, rest: list[str]) -> int:
 
 
 def cmd_data(args: argparse.Namespace, rest: list[str]) -> int:
-    from .data import inspect as data_inspect
+    from .data import report as data_report
 
     cfg = _load(rest, "data").cfg
     if args.action == "check":
-        print(data_inspect.check_report(cfg))
+        print(data_report.check_report(cfg))
     else:
-        print(data_inspect.preview(cfg, n=args.n, color=sys.stdout.isatty() and not args.no_color))
+        print(data_report.preview(cfg, n=args.n, color=sys.stdout.isatty() and not args.no_color))
     return 0
 
 

@@ -51,3 +51,14 @@ def test_python_api_matches_the_cli(tiny_model_dir, identity_file):
     keys = {"model": str(tiny_model_dir), "dataset": [f"{identity_file}#4"], "model_name": ["Sparrow"]}
     assert "training rows" in hone.check_data(keys)
     assert "[[" in hone.preview_data(keys, n=1)
+
+
+def test_data_check_reads_llamafactory_content_parts(model_dir, capsys):
+    """LLaMA-Factory's own demo rows (text, reasoning and tool_call parts, loss_weight): no bad row."""
+    rc = main(["data", "check", "--model", str(model_dir), "--dataset", str(DATA / "lf_v1_sft_demo.jsonl"),
+               str(DATA / "lf_reason_tool_use_demo.jsonl"), "--max_length", "4096",
+               "--check_dataset_strategy", "error", "--model_name", "Sparrow", "--model_author", "Lab"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    table = out.split("dropped by reason:\n", 1)[1]
+    assert "training rows     5" in out and table.split() == ["kept", "5"] and "dropped training rows" not in out

@@ -58,3 +58,64 @@ def test_maica_command_trains_shortened(maica, capsys):
     out = capsys.readouterr().out
     assert "best checkpoint:" in out and "checkpoint-2" in out
     assert _split_config(["train.yaml", "--x", "1"]) == ("train.yaml", ["--x", "1"])
+
+
+# The seed's own lines, verbatim; the script passes them as `--dataset $ds1' '$ds2' '$ds3' '$ds4' '$ds5`.
+SEED_LISTS = """\
+ds1='dataset/moni_dataset.jsonl dataset/moni_dataset.jsonl dataset/moni_dataset.jsonl dataset/moni_dataset.jsonl'
+ds2='dataset/moni_dataset_en.jsonl dataset/moni_dataset_en.jsonl'
+ds3='dataset/covid_new.jsonl dataset/covid_new.jsonl dataset/covid_new.jsonl dataset/covid_new.jsonl'
+ds4='dataset/ds_new.jsonl dataset/ds_new.jsonl dataset/ds_new.jsonl dataset/ds_new.jsonl dataset/ds_new.jsonl dataset/ds_new.jsonl'
+ds5='iic/ms_bench#2500 HF::roleplay-base#1500 iic/MSAgent-MultiRole#1500 AI-ModelScope/ruozhiba#1000 modelscope/chinese-poetry-collection#500'
+"""
+SEED_ARG = "--dataset $ds1' '$ds2' '$ds3' '$ds4' '$ds5"
+
+
+def shell_argv(script: str, cwd) -> list[str]:
+    """The argv bash hands a program for `script`'s last line (NUL-separated, so nothing is re-split)."""
+    import subprocess
+
+    out = subprocess.run(["bash", "-c", script], cwd=cwd, check=True, capture_output=True)
+    return out.stdout.decode().split("\0")[:-1]
+
+
+def test_seed_dataset_lists_as_the_shell_expands_them(tmp_path, monkeypatch, tiny_model_dir, capsys):
+    from hone.cli import main
+    from hone.data.pipeline import dataset_specs, plan_sources
+
+    argv = shell_argv(SEED_LISTS + f"printf '%s\\0' {SEED_ARG}", tmp_path)
+    assert "dataset/moni_dataset.jsonl dataset/moni_dataset_en.jsonl" in argv  # the shell glued two paths
+    values = parse_cli_overrides(argv)
+    specs = dataset_specs(values["dataset"], {}, None)
+    assert [s.target for s in specs] == (["dataset/moni_dataset.jsonl"] * 4 + ["dataset/moni_dataset_en.jsonl"] * 2
+                                         + ["dataset/covid_new.jsonl"] * 4 + ["dataset/ds_new.jsonl"] * 6
+                                         + ["iic/ms_bench", "roleplay-base", "iic/MSAgent-MultiRole",
+                                            "AI-ModelScope/ruozhiba", "modelscope/chinese-poetry-collection"])
+    assert [(s.count, s.hub) for s in specs[16:18]] == [(2500, None), (1500, "hf")]
+
+    # with local copies standing in for the hub sets, the whole list resolves and reads
+    d = tmp_path / "dataset"
+    d.mkdir()
+    row = {"messages": [{"role": "user", "content": "Who are you?"}, {"role": "assistant", "content": "Monika."}]}
+    for name in ("moni_dataset", "moni_dataset_en", "covid_new", "ds_new", "ms_bench"):
+        (d / f"{name}.jsonl").write_text("\n".join(json.dumps(row) for _ in range(3)) + "\n")
+    local = SEED_LISTS.replace(SEED_LISTS.splitlines()[-1], "ds5='dataset/ms_bench.jsonl#2 dataset/ms_bench.jsonl'")
+    argv = shell_argv(local + f"printf '%s\\0' {SEED_ARG} --max_length 1500", tmp_path)
+    monkeypatch.chdir(tmp_path)
+    cfg = load_config(None, parse_cli_overrides(argv))
+    train, _ = plan_sources(cfg.data)
+    assert len(train) == 18 and [s.count for s, _ in train][16:] == [2, None]
+    assert all(src.files[0].is_file() for _, src in train)
+    assert main(["data", "check", "--model", str(tiny_model_dir), *argv]) == 0
+    assert "training rows     53" in capsys.readouterr().out  # 16 entries x 3 rows, then 2 + 3 of ms_bench
+
+
+def test_an_existing_path_with_spaces_stays_one_entry(tmp_path):
+    from hone.data.pipeline import dataset_specs
+
+    p = tmp_path / "my data" / "chat log.jsonl"
+    p.parent.mkdir()
+    p.write_text("{}\n")
+    assert [s.target for s in dataset_specs([f"{p}#3"], {}, None)] == [str(p)]
+    assert [s.target for s in dataset_specs(["chat log.jsonl"], {}, str(p.parent))] == ["chat log.jsonl"]
+    assert [s.target for s in dataset_specs(["my set"], {"my set": {}}, None)] == ["my set"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from hone.config import load_config
-from hone.data.inspect import check_report, preview, render
+from hone.data.report import check_report, preview, render
 from hone.data.pipeline import collect, encode_rows, load_conversations, prepare
 from hone.errors import DataError
 from hone.templates.hf import HFTemplate
@@ -15,6 +15,7 @@ from hone.templates.hf import HFTemplate
 DATA = Path(__file__).resolve().parents[1] / "fixtures" / "data"
 BROKEN = DATA / "broken.jsonl"
 
+OVER_LENGTH = 9  # deleted by truncation_strategy delete: reported, not a bad row
 EXPECTED = {  # line → (reason, words the message must hold)
     2: ("bad_json", "not valid JSON"),
     3: ("missing_field", "no 'messages' field"),
@@ -23,7 +24,6 @@ EXPECTED = {  # line → (reason, words the message must hold)
     6: ("order", "two user turns in a row"),
     7: ("system_not_first", "system message"),
     8: ("empty_reply", "is empty"),
-    9: ("over_length", "> max_length 512"),
     10: ("order", "the first turn is 'assistant'"),
 }
 
@@ -46,7 +46,9 @@ def test_one_precise_message_per_bad_row(tokenizer, tpl):
         assert b.location == f"{BROKEN}:{line}" and b.reason == reason and words in b.detail, str(b)
     assert len(data.train) == 2 and data.report.kept == 2
     assert data.report.counts() == {"bad_json": 1, "empty_reply": 1, "missing_field": 2, "order": 2,
-                                    "over_length": 1, "system_not_first": 1, "unknown_role": 1}
+                                    "system_not_first": 1, "unknown_role": 1}
+    (deleted,) = data.report.deleted
+    assert deleted.location == f"{BROKEN}:{OVER_LENGTH}" and "> max_length 512" in deleted.detail
 
 
 def test_error_strategy_stops_with_every_location(tokenizer, tpl):
@@ -54,6 +56,7 @@ def test_error_strategy_stops_with_every_location(tokenizer, tpl):
         prepare(cfg(check_dataset_strategy="error"), tokenizer, tpl)
     msg = str(e.value)
     assert all(f"{BROKEN}:{line}:" in msg for line in EXPECTED) and "check_dataset_strategy: warning" in msg
+    assert f"{BROKEN}:{OVER_LENGTH}:" not in msg
 
 
 def test_warning_strategy_logs_each_and_goes_on(tokenizer, tpl, caplog):

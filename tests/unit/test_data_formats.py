@@ -107,3 +107,32 @@ def test_forced_format_reports_missing_field():
     with pytest.raises(RowError) as e:
         to_conversation({"text": "hello"}, FormatSpec("alpaca"), "")
     assert e.value.reason == "missing_field" and "instruction" in e.value.detail
+
+
+def test_llamafactory_value_parts_reasoning_tool_calls_and_loss_weight():
+    sft = rows("lf_v1_sft_demo.jsonl")[0]
+    conv = to_conversation(sft, FormatSpec(), "")
+    assert conv.messages[1].content == sft["messages"][1]["content"][0]["value"]
+    assert (conv.messages[0].loss_weight, conv.messages[1].loss_weight) == (0.0, 1.0)
+    tool_row = rows("lf_reason_tool_use_demo.jsonl")[0]
+    conv = to_conversation(tool_row, FormatSpec(), "")
+    assert check_conversation(conv) is None and conv.tools[0]["function"]["name"] == "get_movie_details"
+    call_turn, _, answer = conv.messages[2:5]
+    assert call_turn.tool_calls[0].name == "get_movie_details"
+    assert call_turn.tool_calls[0].arguments == {"title": "Inception"}
+    reasoning = tool_row["messages"][4]["content"][0]["value"]
+    assert answer.content.startswith("<think>\n" + reasoning.strip("\n") + "\n</think>\n\n")
+    assert answer.content.endswith(tool_row["messages"][4]["content"][1]["value"])
+
+
+def test_unsupported_parts_and_weights_are_named():
+    image = {"messages": [{"role": "user", "content": [{"type": "image_url", "value": "1.jpg"}]},
+                          {"role": "assistant", "content": "ok"}]}
+    with pytest.raises(RowError) as e:
+        to_conversation(image, FormatSpec(), "")
+    assert e.value.reason == "bad_content" and "image_url" in e.value.detail and "part 0" in e.value.detail
+    weird = {"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a",
+                                                              "loss_weight": "heavy"}]}
+    with pytest.raises(RowError) as e:
+        to_conversation(weird, FormatSpec(), "")
+    assert e.value.reason == "bad_weight" and "message 1" in e.value.detail

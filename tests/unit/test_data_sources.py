@@ -161,3 +161,75 @@ def test_val_dataset_with_count():
 def test_missing_file_fails_before_reading():
     with pytest.raises(DataError, match="neither a file nor a registered name"):
         plan_sources(load_config({"dataset": ["nope/missing.jsonl"]}).data)
+
+
+def test_csv_unterminated_quote_names_the_line_it_opens(tmp_path):
+    p = tmp_path / "qa.csv"
+    p.write_text('instruction,output\nq1,a1\nq2,"a reply\nover two lines"\n\nq3,"never closed\nq4,a4\nq5,a5\n')
+    train, _, report, _ = load(dataset=[str(p)])
+    assert [c.source for c in train] == [f"{p}:2", f"{p}:3"]  # a row is located where it starts
+    assert train[1].messages[-1].content == "a reply\nover two lines"
+    (bad,) = report.bad
+    assert bad.location == f"{p}:6" and bad.reason == "bad_csv" and "never closed" in bad.detail
+    assert "2 lines after it" in bad.detail and report.kept == 2
+
+
+def test_tsv_rows_keep_unicode_line_separators(tmp_path):
+    p = tmp_path / "t.tsv"
+    p.write_text("instruction\toutput\nq\u2028still q\ta\n", encoding="utf-8")
+    train, _, report, _ = load(dataset=[str(p)])
+    assert not report.bad and train[0].messages[0].content == "q\u2028still q"
+
+
+def test_empty_file_is_named(tmp_path, caplog):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("\n\n")
+    with pytest.raises(DataError, match="empty.jsonl: the file is empty"):
+        load(dataset=[f"{empty}#5"])
+    _, _, report, _ = load(dataset=[str(empty), str(DATA / "alpaca_en.json")])
+    assert report.warnings == [f"{empty}: the file is empty (no rows); check that it is the file you meant"]
+    from hone.data.pipeline import enforce
+
+    with caplog.at_level("WARNING", logger="hone"):
+        enforce(report, "warning")
+    assert any(str(empty) in r.message for r in caplog.records)
+
+
+@pytest.mark.parametrize("how", ["dotdot", "absolute", "symlink", "symlink_in_folder"])
+def test_dataset_info_file_outside_its_folder_is_refused(tmp_path, how):
+    outside = tmp_path / "secret.jsonl"
+    outside.write_text((DATA / "alpaca_en.jsonl").read_text())
+    d = tmp_path / "ds"
+    d.mkdir()
+    file_name = {"dotdot": "../secret.jsonl", "absolute": str(outside), "symlink": "link.jsonl",
+                 "symlink_in_folder": "sub"}[how]
+    if how == "symlink":
+        (d / "link.jsonl").symlink_to(outside)
+    if how == "symlink_in_folder":
+        (d / "sub").mkdir()
+        shutil.copy(DATA / "alpaca_en.jsonl", d / "sub" / "ok.jsonl")
+        (d / "sub" / "z.jsonl").symlink_to(outside)
+    (d / "dataset_info.json").write_text(json.dumps({"mine": {"file_name": file_name}}))
+    with pytest.raises(DataError) as e:
+        load(dataset=["mine"], dataset_dir=str(d))
+    assert "'mine'" in str(e.value) and f"points outside {d}" in str(e.value)
+
+
+def test_dataset_info_inside_links_still_read(tmp_path):
+    d = tmp_path / "ds"
+    (d / "raw").mkdir(parents=True)
+    shutil.copy(DATA / "alpaca_en.jsonl", d / "raw" / "a.jsonl")
+    (d / "a.jsonl").symlink_to(d / "raw" / "a.jsonl")
+    (d / "dataset_info.json").write_text(json.dumps({"mine": {"file_name": "a.jsonl"}}))
+    assert len(load(dataset=["mine"], dataset_dir=str(d))[0]) == 12
+
+
+@pytest.mark.parametrize("suffix,text,line", [
+    (".yaml", "mine:\n  file_name: a.jsonl\n  columns: [prompt\nother: {}\n", 4),
+    (".json", '{"mine": {"file_name": "a.jsonl",}}', 1)])
+def test_dataset_info_that_does_not_parse_names_file_and_line(tmp_path, suffix, text, line):
+    p = tmp_path / f"info{suffix}"
+    p.write_text(text)
+    with pytest.raises(DataError) as e:
+        load(dataset=["mine"], dataset_info=str(p))
+    assert str(e.value).startswith(f"{p}:{line}: not valid {'YAML' if suffix == '.yaml' else 'JSON'}")

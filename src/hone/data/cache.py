@@ -2,7 +2,8 @@
 
 The key hashes everything the encoded rows depend on (data file contents, dataset settings, template,
 tokenizer, length settings), so an entry is never stale; a run whose key matches skips tokenizing.
-Entries are written to a temporary folder and renamed into place, so a crash never leaves half an entry.
+Entries are written to a temporary folder and renamed into place, so a crash never leaves half an entry;
+temporary folders a killed run left behind are swept by the next write.
 """
 from __future__ import annotations
 
@@ -11,7 +12,9 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +25,11 @@ from .mixing import BadRow, DataReport
 
 log = logging.getLogger("hone")
 
-VERSION = 1
+STALE_AFTER_S = 6 * 3600
+"""A temporary folder without a live writer we can check (another host, no owner file) is swept after this."""
+OWNER = ".owner"
+
+VERSION = 2  # 2: per-token loss weights, prompt_cut, deleted over-length rows
 
 
 def cache_dir() -> Path:
@@ -69,9 +76,13 @@ def _pack(rows: list[Encoded]) -> dict[str, np.ndarray]:
     lengths = np.fromiter((len(r.input_ids) for r in rows), dtype=np.int64, count=len(rows))
     ids = np.fromiter((t for r in rows for t in r.input_ids), dtype=np.int32, count=int(lengths.sum()))
     labels = np.fromiter((t for r in rows for t in r.labels), dtype=np.int32, count=int(lengths.sum()))
-    return {"lengths": lengths, "ids": ids, "labels": labels,
+    weights = np.fromiter((w for r in rows for w in (r.weights or [1.0] * len(r.labels))), dtype=np.float32,
+                          count=int(lengths.sum()))
+    return {"lengths": lengths, "ids": ids, "labels": labels, "weights": weights,
+            "weighted": np.array([r.weights is not None for r in rows], dtype=np.bool_),
             "truncated": np.array([r.truncated for r in rows], dtype=np.bool_),
             "eos_cut": np.array([r.eos_cut for r in rows], dtype=np.bool_),
+            "prompt_cut": np.array([r.prompt_cut for r in rows], dtype=np.bool_),
             "source": np.array([r.source for r in rows], dtype=np.str_)}
 
 
@@ -79,16 +90,19 @@ def _unpack(z: Any) -> list[Encoded]:
     bounds = np.concatenate([[0], np.cumsum(z["lengths"])]).tolist()
     ids, labels = z["ids"].tolist(), z["labels"].tolist()
     src, trunc, cut = z["source"].tolist(), z["truncated"].tolist(), z["eos_cut"].tolist()
-    return [Encoded(ids[a:b], labels[a:b], src[i], trunc[i], cut[i])
-            for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
+    weights, weighted, prompt_cut = z["weights"].tolist(), z["weighted"].tolist(), z["prompt_cut"].tolist()
+    return [Encoded(ids[a:b], labels[a:b], src[i], trunc[i], cut[i], weights[a:b] if weighted[i] else None,
+                    prompt_cut[i]) for i, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))]
 
 
 def _report_json(r: DataReport) -> dict[str, Any]:
-    return {"kept": r.kept, "bad": [[b.location, b.reason, b.detail] for b in r.bad]}
+    return {"kept": r.kept, "bad": [[b.location, b.reason, b.detail] for b in r.bad],
+            "deleted": [[b.location, b.reason, b.detail] for b in r.deleted], "warnings": r.warnings}
 
 
 def _report(d: dict[str, Any]) -> DataReport:
-    return DataReport(int(d["kept"]), [BadRow(*b) for b in d["bad"]])
+    return DataReport(int(d["kept"]), [BadRow(*b) for b in d["bad"]], [BadRow(*b) for b in d["deleted"]],
+                      list(d["warnings"]))
 
 
 def save(key: str, train: list[Encoded], val: list[Encoded], report: DataReport, val_report: DataReport,
@@ -99,11 +113,14 @@ def save(key: str, train: list[Encoded], val: list[Encoded], report: DataReport,
         return final
     try:
         final.parent.mkdir(parents=True, exist_ok=True)
+        sweep_stale(final.parent)
         tmp = Path(tempfile.mkdtemp(prefix=f".{key}-", dir=final.parent))
+        (tmp / OWNER).write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
         np.savez(tmp / "train.npz", **_pack(train))
         np.savez(tmp / "val.npz", **_pack(val))
         doc = {"version": VERSION, "report": _report_json(report), "val_report": _report_json(val_report), **meta}
         (tmp / "meta.json").write_text(json.dumps(doc, ensure_ascii=False), encoding="utf-8")
+        (tmp / OWNER).unlink()
         try:
             os.rename(tmp, final)
         except OSError:  # another process wrote the same entry first
@@ -112,6 +129,45 @@ def save(key: str, train: list[Encoded], val: list[Encoded], report: DataReport,
     except OSError as e:
         log.warning("could not write the data cache at %s (%s); the next run tokenizes again", final, e)
         return None
+
+
+def sweep_stale(root: Path, max_age_s: float = STALE_AFTER_S) -> list[Path]:
+    """Remove temporary entry folders whose writer is gone: its process on this host is dead, or, when that
+    cannot be told, nothing in the folder changed for ``max_age_s``. A live writer's folder is never touched."""
+    removed: list[Path] = []
+    for tmp in root.glob(".*-*"):
+        if tmp.is_dir() and not tmp.is_symlink() and _abandoned(tmp, max_age_s):
+            shutil.rmtree(tmp, ignore_errors=True)
+            removed.append(tmp)
+    if removed:
+        log.info("removed %d unfinished data cache folders left by stopped runs", len(removed))
+    return removed
+
+
+def _abandoned(tmp: Path, max_age_s: float) -> bool:
+    try:
+        owner = json.loads((tmp / OWNER).read_text())
+        if owner.get("host") == socket.gethostname():
+            return not _alive(int(owner["pid"]))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass  # just created (no owner file yet), or unreadable: go by age
+    try:
+        newest = max([tmp.stat().st_mtime] + [p.stat().st_mtime for p in tmp.iterdir()])
+    except OSError:
+        return False
+    return time.time() - newest > max_age_s
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid() or os.name == "nt":  # Windows' os.kill would stop the process: assume alive
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: another user's live process
+        return True
+    return True
 
 
 def load(key: str) -> tuple[list[Encoded], list[Encoded], DataReport, DataReport, dict[str, Any]] | None:

@@ -1,5 +1,8 @@
 """Batches: padding to the longest row, or packing several rows into one sequence.
 
+A batch carries ``loss_weights`` (float, the shape of ``labels``) only when some row's reply has a
+``loss_weight`` other than 1; the loss multiplies the cross-entropy at label position t by it.
+
 Packed rows keep attention within each row: position ids restart at 0 for every row, and
 transformers' attention (sdpa, flash-attention) builds a block-diagonal mask from those resets.
 """
@@ -23,7 +26,14 @@ def pad_batch(rows: Sequence[Encoded], pad_id: int) -> dict[str, torch.Tensor]:
         ids[i, :n] = torch.tensor(r.input_ids)
         labels[i, :n] = torch.tensor(r.labels)
         mask[i, :n] = 1
-    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    batch = {"input_ids": ids, "labels": labels, "attention_mask": mask}
+    if any(r.weights is not None for r in rows):
+        weights = torch.ones((len(rows), width), dtype=torch.float32)
+        for i, r in enumerate(rows):
+            if r.weights is not None:
+                weights[i, :len(r.weights)] = torch.tensor(r.weights, dtype=torch.float32)
+        _add_weights(batch, weights)
+    return batch
 
 
 def pack_batch(rows: Sequence[Encoded]) -> dict[str, torch.Tensor]:
@@ -34,11 +44,22 @@ def pack_batch(rows: Sequence[Encoded]) -> dict[str, torch.Tensor]:
     ids: list[int] = []
     labels: list[int] = []
     pos: list[int] = []
+    weights: list[float] = []
     for r in rows:
         ids += r.input_ids
         labels += [IGNORE_INDEX] + r.labels[1:]
         pos += list(range(len(r.input_ids)))
-    return {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]), "position_ids": torch.tensor([pos])}
+        weights += r.weights if r.weights is not None else [1.0] * len(r.input_ids)
+    batch = {"input_ids": torch.tensor([ids]), "labels": torch.tensor([labels]), "position_ids": torch.tensor([pos])}
+    if any(r.weights is not None for r in rows):
+        _add_weights(batch, torch.tensor([weights], dtype=torch.float32))
+    return batch
+
+
+def _add_weights(batch: dict[str, torch.Tensor], weights: torch.Tensor) -> None:
+    """Attach weights only where they change a labelled position's loss, so plain batches stay plain."""
+    if bool((weights[batch["labels"] != IGNORE_INDEX] != 1.0).any()):
+        batch["loss_weights"] = weights
 
 
 def collate(rows: Sequence[Encoded], pad_id: int, packing: bool = False) -> dict[str, torch.Tensor]:

@@ -93,17 +93,59 @@ def _text(value: Any, what: str) -> str:
         return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return str(value)
-    if isinstance(value, list):  # OpenAI content parts
-        parts = []
-        for p in value:
-            if isinstance(p, Mapping) and p.get("type", "text") == "text" and isinstance(p.get("text"), str):
-                parts.append(p["text"])
-            elif isinstance(p, str):
-                parts.append(p)
-            else:
-                raise RowError("bad_content", f"{what}: only text content parts are supported, got {p!r:.80}")
-        return "".join(parts)
+    if isinstance(value, list):  # content parts
+        text, reasoning, calls = _parts(value, what)
+        if reasoning or calls:
+            raise RowError("bad_content", f"{what}: reasoning and tool-call parts belong in a message's content")
+        return text
     raise RowError("bad_content", f"{what} must be text, got {type(value).__name__}")
+
+
+def _parts(value: list[Any], what: str) -> tuple[str, str, list[ToolCall]]:
+    """Text, reasoning and tool calls of a content-part list.
+
+    Both spellings are read: OpenAI's ``{"type": "text", "text": ...}`` and LLaMA-Factory's
+    ``{"type": "text" | "reasoning" | "tool_call", "value": ...}``.
+    """
+    text: list[str] = []
+    reasoning: list[str] = []
+    calls: list[ToolCall] = []
+    for k, p in enumerate(value):
+        if isinstance(p, str):
+            text.append(p)
+            continue
+        kind = p.get("type", "text") if isinstance(p, Mapping) else None
+        body = p.get("text", p.get("value")) if isinstance(p, Mapping) else None
+        if kind in ("text", "reasoning", "thinking", "tool_call") and isinstance(body, str):
+            if kind == "text":
+                text.append(body)
+            elif kind == "tool_call":
+                calls.append(_part_call(body, f"{what}, part {k}"))
+            else:
+                reasoning.append(body)
+        else:
+            raise RowError("bad_content", f"{what}, part {k}: only text, reasoning and tool_call parts with a "
+                           f"string 'text' or 'value' are supported (images, audio and video are not), got {p!r:.80}")
+    return "".join(text), "".join(reasoning), calls
+
+
+def _part_call(body: str, what: str) -> ToolCall:
+    call = _parse_arguments(body)
+    if not isinstance(call, dict) or "name" not in call:
+        raise RowError("bad_tool_call", f"{what}: a tool_call part must be JSON with a 'name' and 'arguments'")
+    return ToolCall(str(call["name"]), _parse_arguments(call.get("arguments", {})))
+
+
+def _weight(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise RowError("bad_weight", f"{what}: loss_weight must be a number >= 0, got {value!r:.40}")
+    try:
+        w = float(value)
+    except ValueError:
+        raise RowError("bad_weight", f"{what}: loss_weight must be a number >= 0, got {value!r:.40}") from None
+    if not w >= 0 or w == float("inf"):
+        raise RowError("bad_weight", f"{what}: loss_weight must be a finite number >= 0, got {value!r:.40}")
+    return w
 
 
 def _history(value: Any) -> list[Message]:
@@ -231,10 +273,16 @@ def _read_messages(row, cols, tags, source) -> Conversation:
         if content is None and not calls:
             what = "is null" if content_tag in m else "is missing"
             raise RowError("missing_field", f"message {i} ({role}): '{content_tag}' {what}")
+        if isinstance(content, list):
+            text, reasoning, part_calls = _parts(content, f"message {i} content")
+            calls += part_calls
+            if reasoning:  # the templates' own spelling of a reasoning block
+                text = f"<think>\n{reasoning.strip(chr(10))}\n</think>\n\n{text}"
+        else:
+            text = _text(content, f"message {i} content")
         train = m.get("train", m.get("loss"))
-        weight = m.get("loss_weight", m.get("weight", 1.0))
-        msgs.append(Message(str(role), _text(content, f"message {i} content"), tuple(calls),
-                            None if train is None else bool(train), float(weight)))
+        weight = _weight(m.get("loss_weight", m.get("weight", 1.0)), f"message {i}")
+        msgs.append(Message(str(role), text, tuple(calls), None if train is None else bool(train), weight))
     return Conversation(tuple(msgs), _tools(row.get(cols.get("tools", "tools"))), source=source)
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import re
 from dataclasses import dataclass, field
 from typing import Sequence, TypeVar
 
@@ -22,6 +23,11 @@ REASONS = {
     "over_length": "longer than max_length (truncation_strategy delete)",
     "response_cut": "truncation would cut away every reply token",
     "no_trainable_tokens": "no token carries loss",
+    "bad_content": "content that is not text (or text parts)",
+    "bad_tool_call": "a tool call without a function name",
+    "bad_weight": "a loss_weight that is not a number >= 0",
+    "bad_messages": "messages that are not a list of objects",
+    "bad_csv": "a CSV row that does not match its header",
 }
 
 
@@ -39,38 +45,74 @@ class BadRow:
 
 @dataclass
 class DataReport:
-    """Rows kept and dropped, by reason, with every bad row's location."""
+    """Rows kept and dropped, by reason, with every bad row's location.
+
+    Rows over max_length under ``truncation_strategy: delete`` are the user's own policy, not bad data:
+    they are listed in ``deleted``, counted apart, and never stop a run.
+    """
 
     kept: int = 0
     bad: list[BadRow] = field(default_factory=list)
+    deleted: list[BadRow] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """Problems with whole files or entries (an empty file), shown with the report."""
 
     def add(self, other: "DataReport") -> None:
         self.kept += other.kept
         self.bad += other.bad
+        self.deleted += other.deleted
+        self.warnings += other.warnings
 
     def counts(self) -> dict[str, int]:
-        """Dropped rows per reason code."""
+        """Dropped (bad) rows per reason code."""
         out: dict[str, int] = {}
         for b in self.bad:
             out[b.reason] = out.get(b.reason, 0) + 1
         return dict(sorted(out.items()))
 
     @property
+    def total(self) -> int:
+        return self.kept + len(self.bad) + len(self.deleted)
+
+    @property
     def bad_ratio(self) -> float:
-        total = self.kept + len(self.bad)
-        return len(self.bad) / total if total else 0.0
+        """The share of bad rows among all rows read (deleted over-length rows are not bad)."""
+        return len(self.bad) / self.total if self.total else 0.0
+
+    @property
+    def deleted_ratio(self) -> float:
+        return len(self.deleted) / self.total if self.total else 0.0
 
     def summary(self) -> str:
         parts = [f"{self.kept} rows kept"]
+        if self.deleted:
+            parts.append(f"{len(self.deleted)} deleted as longer than max_length (truncation_strategy delete)")
         parts += [f"{n} dropped ({r})" for r, n in self.counts().items()]
         return ", ".join(parts)
 
     def table(self) -> str:
-        """A count table: kept, then dropped rows per reason."""
+        """A count table: kept, deleted over-length rows, then dropped rows per reason."""
         lines = [f"  {'kept':<22}{self.kept:>8}"]
+        if self.deleted:
+            lines.append(f"  {'deleted (over_length)':<22}{len(self.deleted):>8}  {REASONS['over_length']}, "
+                         "by your policy")
         for reason, n in self.counts().items():
             lines.append(f"  {reason:<22}{n:>8}  {REASONS.get(reason, '')}")
         return "\n".join(lines)
+
+
+def deleted_note(report: DataReport, what: str = "training") -> str | None:
+    """What deleting over-length rows cost, loud with the fix when it took most of the data; None when none."""
+    if not report.deleted:
+        return None
+    lengths = [int(m.group(1)) for b in report.deleted if (m := re.match(r"(\d+) tokens", b.detail))]
+    longest = f" (the longest has {max(lengths)} tokens)" if lengths else ""
+    text = (f"{len(report.deleted)} of {report.total} {what} rows are longer than max_length and were deleted "
+            f"(truncation_strategy delete){longest}")
+    if report.deleted_ratio > 0.5:
+        return (f"MOST {what.upper()} ROWS WERE DELETED: {text}; only {report.kept} remain. To train on them, set "
+                "truncation_strategy: right (or left) to cut them instead, or raise max_length.")
+    return text
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import multiprocessing
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -17,9 +17,9 @@ from . import cache
 from .conversation import Conversation, Message
 from .encode import Encoded, encode
 from .formats import RowError
-from .mixing import BadRow, DataReport, DatasetSpec, rng_for, sample, split_val
+from .mixing import BadRow, DataReport, DatasetSpec, deleted_note, rng_for, sample, split_val
 from ..integrity import file_digest
-from .sources import Source, load_dataset_info, read_source, resolve
+from .sources import DATASETS, Source, builtin_info, load_dataset_info, read_source, resolve
 
 log = logging.getLogger("hone")
 
@@ -38,6 +38,8 @@ class PreparedData:
     """Training rows whose last reply lost its end-of-turn / EOS token to truncation."""
     cached: bool = False
     """The encoded rows came from the tokenization cache."""
+    prompt_cut: int = 0
+    """Training rows whose left truncation removed their whole prompt (system and user turns)."""
 
 
 Plan = list[tuple[DatasetSpec, Source]]
@@ -59,9 +61,38 @@ def plan_sources(d: DataCfg) -> tuple[Plan, Plan]:
     if not d.dataset:
         raise DataError("no training data: set `dataset` to a file, folder or registered name")
     info = _info(d)
-    train = [(s, resolve(s, info, d.format, d.dataset_dir)) for s in map(DatasetSpec.parse, d.dataset)]
-    val = [(s, resolve(s, info, d.format, d.dataset_dir)) for s in map(DatasetSpec.parse, d.val_dataset)]
+    train = [(s, resolve(s, info, d.format, d.dataset_dir)) for s in dataset_specs(d.dataset, info, d.dataset_dir)]
+    val = [(s, resolve(s, info, d.format, d.dataset_dir))
+           for s in dataset_specs(d.val_dataset, info, d.dataset_dir)]
     return train, val
+
+
+def dataset_specs(entries: Sequence[str], info: Mapping[str, Any], dataset_dir: str | None) -> list[DatasetSpec]:
+    """Parse `dataset` entries; one that is neither an existing path nor a known name and holds whitespace
+    stands for several entries.
+
+    Shell scripts build lists as `--dataset $ds1' '$ds2`, which joins the last path of one list and the
+    first of the next into one argument; ms-swift read such an argument as its space-separated parts.
+    """
+    out: list[DatasetSpec] = []
+    for entry in map(str, entries):
+        if any(c.isspace() for c in entry.strip()) and not _known(entry, info, dataset_dir):
+            parts = entry.split()
+            log.info("dataset entry %r is not a file or name: read as %d entries %s", entry, len(parts), parts)
+            out += [DatasetSpec.parse(p) for p in parts]
+        else:
+            out.append(DatasetSpec.parse(entry))
+    return out
+
+
+def _known(entry: str, info: Mapping[str, Any], dataset_dir: str | None) -> bool:
+    try:
+        target = DatasetSpec.parse(entry).target
+    except DataError:  # "a.jsonl b.jsonl#3 c.jsonl": not one entry's row count
+        return False
+    path = Path(target).expanduser()
+    return (target in info or target in DATASETS or target in builtin_info() or path.exists()
+            or bool(dataset_dir and not path.is_absolute() and (Path(dataset_dir) / path).exists()))
 
 
 def load_conversations(d: DataCfg, plan: tuple[Plan, Plan] | None = None
@@ -76,10 +107,13 @@ def load_conversations(d: DataCfg, plan: tuple[Plan, Plan] | None = None
     train: list[Conversation] = []
     val: list[Conversation] = []
     pools: dict[str, list[Conversation]] = {}
+    empty: list[str] = []
     for k, (spec, src) in enumerate(train_plan):
         if spec.target not in pools:
             rows, given_val, rep = read_source(src, d.model_name, d.model_author)
             report.add(rep)
+            if not rows and not given_val and not rep.bad:
+                empty.append(spec.target)
             if d.max_samples is not None and len(rows) > d.max_samples:
                 rows = sample(rows, d.max_samples, rng_for(d.dataset_seed, "max_samples", spec.target))
             if not d.val_dataset and not given_val:
@@ -89,6 +123,8 @@ def load_conversations(d: DataCfg, plan: tuple[Plan, Plan] | None = None
         rows = pools[spec.target]
         n = spec.count or src.num_samples
         train += sample(rows, n, rng_for(d.dataset_seed, "n", spec.target, k)) if n else rows
+    if empty and len(empty) == len(pools):
+        raise DataError("no training data: " + "; ".join(report.warnings or [f"{t} has no rows" for t in empty]))
     for k, (spec, src) in enumerate(val_plan):
         rows, _, rep = read_source(src, d.model_name, d.model_author)
         val_report.add(rep)
@@ -164,12 +200,14 @@ def _natural(b: BadRow) -> list[Any]:
 
 
 def fingerprint(rows: list[Encoded]) -> str:
-    """A hash of every row's ids and labels, in order."""
+    """A hash of every row's ids, labels and loss weights, in order."""
     h = hashlib.sha256()
     for r in rows:
         h.update(len(r.input_ids).to_bytes(4, "little"))
         h.update(np.asarray(r.input_ids, dtype=np.int32).tobytes())
         h.update(np.asarray(r.labels, dtype=np.int32).tobytes())
+        if r.weights is not None:  # rows without weights hash as before
+            h.update(np.asarray(r.weights, dtype=np.float32).tobytes())
     return h.hexdigest()[:16]
 
 
@@ -177,7 +215,8 @@ def fingerprint(rows: list[Encoded]) -> str:
 
 def enforce(report: DataReport, strategy: str, what: str = "training", max_bad_ratio: float = 1.0) -> None:
     """Apply check_dataset_strategy: stop on any bad row (error), or log them (warning) or a count (none);
-    stop too when the share of bad rows passes `max_bad_ratio`."""
+    stop too when the share of bad rows passes `max_bad_ratio`. Over-length rows deleted by
+    `truncation_strategy: delete` are the user's choice: always reported, never a reason to stop."""
     if report.bad and strategy == "error":
         shown = "\n".join(f"  {b}" for b in report.bad[:50])
         more = f"\n  ... and {len(report.bad) - 50} more" if len(report.bad) > 50 else ""
@@ -188,10 +227,13 @@ def enforce(report: DataReport, strategy: str, what: str = "training", max_bad_r
             log.warning("dropped %s", b)
         if len(report.bad) > 200:
             log.warning("... and %d more dropped rows", len(report.bad) - 200)
-    if report.bad:
+    for note in report.warnings + [deleted_note(report, what) or ""]:
+        if note:
+            log.warning(note)
+    if report.bad or report.deleted:
         log.info("%s data: %s", what, report.summary())
     if report.bad and report.bad_ratio > max_bad_ratio:
-        raise DataError(f"{len(report.bad)} of {report.kept + len(report.bad)} {what} rows are bad "
+        raise DataError(f"{len(report.bad)} of {report.total} {what} rows are bad "
                         f"({report.bad_ratio:.0%} > max_bad_ratio {max_bad_ratio:.0%}):\n{report.table()}\n"
                         f"First ones:\n" + "\n".join(f"  {b}" for b in report.bad[:10]) +
                         "\nThe format or columns are probably wrong; check them with `hone data check`, or raise "
@@ -205,6 +247,8 @@ def _check_usable(data: PreparedData) -> None:
     if counts and set(counts) <= {"no_trainable_tokens", "response_cut"}:
         raise DataError("no trainable tokens: every row lost all its loss-carrying tokens (check the template, "
                         "loss_scope, the rows' train flags and max_length)")
+    if data.report.deleted and not data.report.bad:
+        raise DataError(f"no usable training rows: {deleted_note(data.report)}")
     raise DataError(f"no usable training rows ({data.report.summary()}); see the dropped rows above")
 
 
@@ -232,20 +276,26 @@ def collect(cfg: RunCfg, tokenizer: Any, template: Any) -> PreparedData:
         train, val, report, val_report, meta = hit
         log.info("tokenized data loaded from the cache (%d rows)", len(train))
         return PreparedData(train, val, report, meta["truncated"], meta["fingerprint"], val_report,
-                            meta["eos_cut"], cached=True)
+                            meta["eos_cut"], cached=True, prompt_cut=meta["prompt_cut"])
     train_c, val_c, report, val_report = load_conversations(cfg.data, plan)
     train, truncated, bad = encode_all(train_c, cfg, tokenizer, template)
     report.kept -= len(bad)
-    report.bad = sorted(report.bad + bad, key=_natural)
+    _file_encode_failures(report, bad)
     val, _, val_bad = encode_all(val_c, cfg, tokenizer, template)
     val_report.kept = len(val)
-    val_report.bad += val_bad
+    _file_encode_failures(val_report, val_bad)
     data = PreparedData(train, val, report, truncated, fingerprint(train), val_report,
-                        sum(r.eos_cut for r in train))
+                        sum(r.eos_cut for r in train), prompt_cut=sum(r.prompt_cut for r in train))
     if key:
-        cache.save(key, train, val, report, val_report,
-                   {"truncated": truncated, "fingerprint": data.fingerprint, "eos_cut": data.eos_cut})
+        cache.save(key, train, val, report, val_report, {"truncated": truncated, "fingerprint": data.fingerprint,
+                                                         "eos_cut": data.eos_cut, "prompt_cut": data.prompt_cut})
     return data
+
+
+def _file_encode_failures(report: DataReport, failed: list[BadRow]) -> None:
+    """Over-length rows under `truncation_strategy: delete` go to `deleted`; every other failure is bad."""
+    report.bad = sorted(report.bad + [b for b in failed if b.reason != "over_length"], key=_natural)
+    report.deleted = sorted(report.deleted + [b for b in failed if b.reason == "over_length"], key=_natural)
 
 
 def prepare(cfg: RunCfg, tokenizer: Any, template: Any) -> PreparedData:
@@ -257,5 +307,6 @@ def prepare(cfg: RunCfg, tokenizer: Any, template: Any) -> PreparedData:
     _check_usable(data)
     if data.truncated:
         log.warning("%d rows were longer than max_length %d and were cut (%s); %d of them lost the end of their "
-                    "last reply", data.truncated, d.max_length, d.truncation_strategy, data.eos_cut)
+                    "last reply, %d their whole prompt", data.truncated, d.max_length, d.truncation_strategy,
+                    data.eos_cut, data.prompt_cut)
     return data

@@ -3,10 +3,13 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
+
+import yaml
 
 from ..errors import DataError
 from ..registry import Registry
@@ -69,15 +72,41 @@ def _jsonl_lines(path: Path, text: str) -> Iterator[Row]:
             yield None, f"{path}:{n}", RowError("bad_json", f"not valid JSON ({e.msg} at column {e.colno})")
 
 
-def _csv_rows(path: Path, delimiter: str) -> Iterator[Row]:
-    with path.open(encoding="utf-8-sig", newline="") as fh:
-        reader = csv.DictReader(fh, delimiter=delimiter)
-        for row in reader:
-            loc = f"{path}:{reader.line_num}"
-            if None in row:
-                yield None, loc, RowError("bad_csv", "the row has more fields than the header")
-                continue
-            yield {k: v for k, v in row.items() if k is not None}, loc, None
+_LINE = re.compile(r"[^\r\n]*(?:\r\n|\r|\n)|[^\r\n]+\Z")
+
+
+def _csv_rows(path: Path, text: str, delimiter: str) -> Iterator[Row]:
+    """Rows located at the line where each starts (a quoted field may span lines)."""
+    lines = _LINE.findall(text)  # the csv module's own line ends; str.splitlines knows more
+    reader = csv.reader(lines, delimiter=delimiter)
+    header: list[str] | None = None
+    end = 0
+    for fields in reader:
+        start, end = end + 1, reader.line_num
+        if not fields:
+            continue
+        if end == len(lines) and _unclosed_quote("".join(lines[start - 1:]), delimiter):
+            yield None, f"{path}:{start}", RowError(
+                "bad_csv", f"a quoted field opens on this line and is never closed, so the {end - start} lines "
+                "after it cannot be read as rows; close the quote (a quote inside a field is written \"\")")
+            return
+        if header is None:
+            header = fields
+            continue
+        loc = f"{path}:{start}"
+        if len(fields) > len(header):
+            yield None, loc, RowError("bad_csv", "the row has more fields than the header")
+            continue
+        yield dict(zip(header, fields + [None] * (len(header) - len(fields)))), loc, None
+
+
+def _unclosed_quote(segment: str, delimiter: str) -> bool:
+    """The last row runs to the end of the file inside a quoted field (the csv module reads it as one field)."""
+    try:
+        list(csv.reader(_LINE.findall(segment), delimiter=delimiter, strict=True))
+    except csv.Error as e:
+        return "unexpected end of data" in str(e)
+    return False
 
 
 def _parquet_rows(path: Path) -> Iterator[Row]:
@@ -127,7 +156,7 @@ def read_file(path: Path, split: str | None = None) -> Iterator[Row]:
             yield from (_json_rows(path, text) if suffix == ".json" else _jsonl_lines(path, text)
                         if suffix == ".jsonl" else _txt_rows(path, text))
         elif suffix in (".csv", ".tsv"):
-            yield from _csv_rows(path, "\t" if suffix == ".tsv" else ",")
+            yield from _csv_rows(path, path.read_text(encoding="utf-8-sig"), "\t" if suffix == ".tsv" else ",")
         elif suffix == ".parquet":
             yield from _parquet_rows(path)
         else:
@@ -159,9 +188,15 @@ def load_dataset_info(path: Path) -> dict[str, dict[str, Any]]:
         raise DataError(f"dataset info file {path} does not exist")
     try:
         text = path.read_text(encoding="utf-8")
-        info = json.loads(text) if path.suffix == ".json" else __import__("yaml").safe_load(text)
-    except (json.JSONDecodeError, ValueError) as e:
-        raise DataError(f"{path}: not valid JSON ({e})") from None
+        info = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except json.JSONDecodeError as e:
+        raise DataError(f"{path}:{e.lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise DataError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', None) or e})") from None
+    except UnicodeDecodeError as e:
+        raise DataError(f"{path}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     if not isinstance(info, dict) or not all(isinstance(v, dict) for v in info.values()):
         raise DataError(f"{path}: must map dataset names to objects with a 'file_name'")
     return {k: {**v, "_base": str(path.parent)} for k, v in info.items()}
@@ -231,15 +266,27 @@ def _from_info(name: str, entry: Mapping[str, Any], fmt: str) -> Source:
     if entry.get("ranking"):
         raise DataError(f"dataset '{name}' is a ranking (preference) set; hone trains SFT, which needs one "
                         "reply per prompt")
-    path = (base / entry["file_name"]).resolve()
-    if not path.is_relative_to(base.resolve()):
-        raise DataError(f"dataset '{name}': file_name '{entry['file_name']}' points outside {base}; keep data "
-                        "files inside the dataset folder")
+    file_name = entry["file_name"]
+    if not isinstance(file_name, str) or not file_name.strip():
+        raise DataError(f"dataset '{name}': file_name must be a path inside {base}, got {file_name!r}")
+    path = base / file_name
+    _inside(name, file_name, path, base)
     if not path.exists():
         raise DataError(f"dataset '{name}': file {path} does not exist")
+    files = data_files(path)
+    for f in files:  # a folder's files too: one may be a link out of it
+        _inside(name, file_name, f, base)
     spec = FormatSpec(_entry_format(entry, fmt), dict(entry.get("columns") or {}), dict(entry.get("tags") or {}))
-    return Source(name, tuple(data_files(path)), spec, split=entry.get("split"),
-                  num_samples=entry.get("num_samples"))
+    return Source(name, tuple(files), spec, split=entry.get("split"), num_samples=entry.get("num_samples"))
+
+
+def _inside(name: str, file_name: str, path: Path, base: Path) -> None:
+    """Refuse a dataset_info entry whose file lies outside its folder (`..`, an absolute path, a symlink out):
+    a downloaded dataset folder must not make hone read other files of this machine."""
+    real = path.resolve()
+    if not real.is_relative_to(base.resolve()):
+        raise DataError(f"dataset '{name}': file_name '{file_name}' points outside {base} (to {real}); dataset_info "
+                        "entries may only name files inside their own folder (copy the data there)")
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -258,7 +305,10 @@ def read_source(src: Source, name: tuple[str, ...] = (), author: tuple[str, ...]
             _convert(located, src.spec, target, report, name, author)
         return train, val, report
     for path in src.files:
-        _convert(list(read_file(path, src.split)), src.spec, train, report, name, author)
+        rows = list(read_file(path, src.split))
+        if not rows:
+            report.warnings.append(f"{path}: the file is empty (no rows); check that it is the file you meant")
+        _convert(rows, src.spec, train, report, name, author)
     return train, val, report
 
 

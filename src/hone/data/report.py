@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 from ..errors import DataError
 from .encode import IGNORE_INDEX, Encoded
+from .mixing import deleted_note
 from .pipeline import PreparedData, collect, enforce
 
 LOSS_ON, LOSS_OFF = "\x1b[1;32m", "\x1b[0m"
@@ -68,12 +69,12 @@ def steps_per_epoch(cfg: Any, s: dict[str, Any]) -> tuple[int, str]:
     return math.ceil(sequences / per_step) if sequences else 0, how + ", one device"
 
 
-def _bad_lines(title: str, data_report: Any, limit: int = 50) -> list[str]:
-    if not data_report.bad:
+def _bad_lines(title: str, rows: Sequence[Any], limit: int = 50) -> list[str]:
+    if not rows:
         return []
-    out = [f"{title}:"] + [f"  {b}" for b in data_report.bad[:limit]]
-    if len(data_report.bad) > limit:
-        out.append(f"  ... and {len(data_report.bad) - limit} more")
+    out = [f"{title}:"] + [f"  {b}" for b in rows[:limit]]
+    if len(rows) > limit:
+        out.append(f"  ... and {len(rows) - limit} more")
     return out
 
 
@@ -88,17 +89,22 @@ def format_check(cfg: Any, data: PreparedData) -> str:
              f"{s['max']} per row; max_length {cfg.data.max_length})",
              f"loss tokens       {s['supervised']} ({s['loss_share']:.1%} of all tokens; loss_scope "
              f"{cfg.data.loss_scope})",
-             f"truncated rows    {data.truncated} ({data.eos_cut} lost the end of their last reply; "
-             f"truncation_strategy {cfg.data.truncation_strategy})",
+             f"truncated rows    {data.truncated} ({data.eos_cut} lost the end of their last reply, "
+             f"{data.prompt_cut} their whole prompt; truncation_strategy {cfg.data.truncation_strategy})",
+             f"deleted rows      {len(data.report.deleted)} (longer than max_length, truncation_strategy delete)",
              f"steps per epoch   {steps} ({how})",
              "", "length histogram (tokens per row):", *histogram(s["lengths"]),
              "", "rows read, kept and dropped by reason:", data.report.table()]
     if data.val_report.bad:
         lines += ["", "validation rows read, kept and dropped by reason:", data.val_report.table()]
-    for title, rep in (("dropped training rows", data.report), ("dropped validation rows", data.val_report)):
-        bad = _bad_lines(title, rep)
+    for title, rows in (("dropped training rows", data.report.bad), ("dropped validation rows", data.val_report.bad),
+                        ("deleted over-length training rows", data.report.deleted),
+                        ("deleted over-length validation rows", data.val_report.deleted)):
+        bad = _bad_lines(title, rows)
         lines += [""] + bad if bad else []
-    return "\n".join(lines)
+    notes = data.report.warnings + data.val_report.warnings
+    notes += [n for n in (deleted_note(data.report), deleted_note(data.val_report, "validation")) if n]
+    return "\n".join(lines + ([""] + notes if notes else []))
 
 
 def check_report(cfg: Any, tokenizer: Any = None, template: Any = None) -> str:
