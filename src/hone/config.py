@@ -32,8 +32,10 @@ class ModelCfg:
     dtype: str = opt("auto", "Weights and compute dtype. `auto`: bf16 on a GPU that supports it, else fp16 on "
                      "CUDA, fp32 on CPU. `bf16` on CPU keeps fp32 weights and computes in bf16 (autocast).",
                      choices=("auto", "fp32", "bf16", "fp16"))
-    attn_impl: str = opt("sdpa", "Attention implementation passed to transformers.",
-                         choices=("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention"))
+    attn_impl: str = opt("auto", "Attention implementation. `auto`: the best the model supports, as transformers "
+                         "picks it (sdpa where the model has it, else eager); any other value is used as given.",
+                         choices=("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3",
+                                  "flex_attention"))
     trust_remote_code: bool = opt(False, "Allow a model directory's own Python code (`auto_map`) to run. "
                                   "Off by default: such code runs with your permissions.")
     quantization_bit: int = opt(0, "Load the base model quantized with bitsandbytes: 4 or 8 (QLoRA; needs "

@@ -140,8 +140,9 @@ def load_model(model_dir: Path, cfg: ModelCfg, precision: Precision, *, quant_bi
 
     _check_remote_code(model_dir, cfg.trust_remote_code)
     check_attention(cfg.attn_impl, precision.device)
-    kwargs: dict[str, Any] = {"dtype": precision.weights, "attn_implementation": cfg.attn_impl,
-                              "trust_remote_code": cfg.trust_remote_code}
+    kwargs: dict[str, Any] = {"dtype": precision.weights, "trust_remote_code": cfg.trust_remote_code}
+    if cfg.attn_impl != "auto":  # `auto`: transformers picks the best the model supports (sdpa, else eager)
+        kwargs["attn_implementation"] = cfg.attn_impl
     if quant_bits:
         kwargs["quantization_config"] = quantization_config(quant_bits, cfg, precision.compute)
         kwargs["device_map"] = device_map or {"": torch.cuda.current_device()}
@@ -150,5 +151,13 @@ def load_model(model_dir: Path, cfg: ModelCfg, precision: Precision, *, quant_bi
     try:
         model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     except (OSError, ValueError) as e:
+        if cfg.attn_impl != "auto" and _is_attention_refusal(str(e)):
+            raise ModelError(f"{model_dir}: this model cannot use attn_impl {cfg.attn_impl} ({str(e)[:200]}). "
+                             "Use attn_impl: auto (the best the model supports) or eager") from None
         raise ModelError(f"{model_dir}: cannot load the model ({type(e).__name__}: {str(e)[:300]})") from None
     return model
+
+
+def _is_attention_refusal(message: str) -> bool:
+    m = message.lower()
+    return "attention implementation" in m or "attn_implementation" in m
