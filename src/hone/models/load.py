@@ -53,11 +53,23 @@ def _from_hub(repo_id: str, revision: str | None, token: str | None) -> Path:
                          f"or use a built-in model ({', '.join(MODELS.names())})") from None
 
 
-def _check_remote_code(model_dir: Path, trust: bool) -> None:
+def _read_config(model_dir: Path) -> dict[str, Any]:
     try:
         cfg = json.loads((model_dir / "config.json").read_text())
     except (OSError, ValueError) as e:
         raise ModelError(f"{model_dir / 'config.json'}: cannot read it ({e})") from None
+    if not isinstance(cfg, dict):
+        raise ModelError(f"{model_dir / 'config.json'}: expected a JSON object")
+    return cfg
+
+
+def model_type(model_dir: Path) -> str | None:
+    """The transformers model_type a model directory declares in its config.json."""
+    return _read_config(model_dir).get("model_type")
+
+
+def _check_remote_code(model_dir: Path, trust: bool) -> None:
+    cfg = _read_config(model_dir)
     if cfg.get("auto_map") and not trust:
         raise ModelError(f"{model_dir} ships its own Python code (auto_map in config.json). hone does not run a "
                          "model's code unless you allow it: set trust_remote_code: true if you trust its source")

@@ -18,11 +18,11 @@ from ..data.encode import IGNORE_INDEX, Encoded
 from ..data.pipeline import prepare
 from ..errors import CheckpointError, TrainingError
 from ..models.adapters import add_neftune, make_trainable
-from ..models.load import choose_precision, load_model, load_tokenizer, resolve_model
+from ..models.load import choose_precision, load_model, load_tokenizer, model_type, resolve_model
 from ..templates import get_template
 from . import checkpoint as ckpt
 from .logging import MetricsLog, Progress, plot_loss
-from .loss import CausalLMLoss
+from .loss import CausalLMLoss, loss_family
 from .schedule import BatchPlan
 from .setup import build_optimizer, build_scheduler, make_accelerator, seed_everything
 from .state import load_weights, resume_state, run_dir_and_resume, save_checkpoint, save_weights, write_run_info
@@ -49,6 +49,7 @@ def train(cfg: RunCfg) -> TrainResult:
 
     with acc.main_process_first():
         model_dir = resolve_model(cfg.model.model, revision=cfg.model.model_revision, token=cfg.model.hub_token)
+    loss_family(model_type(model_dir), cfg.model.full_forward_loss)  # an uncovered family stops here, by name
     tokenizer = load_tokenizer(model_dir, cfg.model)
     template = get_template(cfg.model.template, tokenizer)
     data = prepare(cfg, tokenizer, template)  # every data error surfaces here, before the model loads
@@ -67,7 +68,7 @@ def train(cfg: RunCfg) -> TrainResult:
         add_neftune(model, cfg.tune.neftune_alpha)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, plan.total_steps)
-    module, optimizer = acc.prepare(CausalLMLoss(model), optimizer)
+    module, optimizer = acc.prepare(CausalLMLoss(model, full_forward=cfg.model.full_forward_loss), optimizer)
     if exact_resume:
         _restore(resume_from.path, optimizer, scheduler, state, rank)
 
