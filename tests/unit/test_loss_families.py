@@ -89,3 +89,11 @@ def test_full_forward_matches_on_covered_families(model_type):
     model = tiny_model(model_type)
     batch = pad_batch(_rows(), pad_id=2)
     _assert_same(_hone(CausalLMLoss(model, full_forward=True), model, batch), _oracle(model, batch))
+
+
+def test_readme_lists_the_covered_families():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    listed = readme.split("This fast path covers")[1].split("Any other model type")[0]
+    assert {t.strip(" .\n") for t in listed.split(":", 1)[1].split(",")} == set(LOSS_FAMILIES)
