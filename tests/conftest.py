@@ -5,7 +5,6 @@ default model (pulled once into a shared cache) and are the slow ones.
 """
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 

@@ -47,7 +47,9 @@ def _flash(v: Any) -> Any:
         return "flash_attention_3"
     if m in ("disabled", "eager"):
         return "eager"
-    if m in ("sdpa", "auto", "false", "0", "no", "none"):
+    if m == "auto":
+        return "auto"
+    if m in ("sdpa", "false", "0", "no", "none"):
         return "sdpa"
     return m
 

@@ -33,8 +33,13 @@ class ModelCfg:
                      "CUDA, fp32 on CPU. Frozen weights are held in this dtype (bf16 on CPU too: half the "
                      "memory); trained weights stay fp32 and compute runs under autocast.",
                      choices=("auto", "fp32", "bf16", "fp16"))
-    attn_impl: str = opt("sdpa", "Attention implementation passed to transformers.",
-                         choices=("sdpa", "eager", "flash_attention_2", "flash_attention_3", "flex_attention"))
+    attn_impl: str = opt("auto", "Attention implementation. `auto`: the best the model supports, as transformers "
+                         "picks it (sdpa where the model has it, else eager); any other value is used as given.",
+                         choices=("auto", "sdpa", "eager", "flash_attention_2", "flash_attention_3",
+                                  "flex_attention"))
+    full_forward_loss: bool = opt(False, "Compute the loss through the model's own full forward (logits at every "
+                                  "position) instead of hone's fast path. Exact for any model family, slower and "
+                                  "heavier; needed for a model type the fast path does not cover.")
     trust_remote_code: bool = opt(False, "Allow a model directory's own Python code (`auto_map`) to run. "
                                   "Off by default: such code runs with your permissions.")
     quantization_bit: int = opt(0, "Load the base model quantized with bitsandbytes: 4 or 8 (QLoRA; needs "

@@ -53,11 +53,23 @@ def _from_hub(repo_id: str, revision: str | None, token: str | None) -> Path:
                          f"or use a built-in model ({', '.join(MODELS.names())})") from None
 
 
-def _check_remote_code(model_dir: Path, trust: bool) -> None:
+def _read_config(model_dir: Path) -> dict[str, Any]:
     try:
         cfg = json.loads((model_dir / "config.json").read_text())
     except (OSError, ValueError) as e:
         raise ModelError(f"{model_dir / 'config.json'}: cannot read it ({e})") from None
+    if not isinstance(cfg, dict):
+        raise ModelError(f"{model_dir / 'config.json'}: expected a JSON object")
+    return cfg
+
+
+def model_type(model_dir: Path) -> str | None:
+    """The transformers model_type a model directory declares in its config.json."""
+    return _read_config(model_dir).get("model_type")
+
+
+def _check_remote_code(model_dir: Path, trust: bool) -> None:
+    cfg = _read_config(model_dir)
     if cfg.get("auto_map") and not trust:
         raise ModelError(f"{model_dir} ships its own Python code (auto_map in config.json). hone does not run a "
                          "model's code unless you allow it: set trust_remote_code: true if you trust its source")
@@ -142,8 +154,9 @@ def load_model(model_dir: Path, cfg: ModelCfg, precision: Precision, *, quant_bi
 
     _check_remote_code(model_dir, cfg.trust_remote_code)
     check_attention(cfg.attn_impl, precision.device)
-    kwargs: dict[str, Any] = {"dtype": precision.weights, "attn_implementation": cfg.attn_impl,
-                              "trust_remote_code": cfg.trust_remote_code}
+    kwargs: dict[str, Any] = {"dtype": precision.weights, "trust_remote_code": cfg.trust_remote_code}
+    if cfg.attn_impl != "auto":  # `auto`: transformers picks the best the model supports (sdpa, else eager)
+        kwargs["attn_implementation"] = cfg.attn_impl
     if quant_bits:
         kwargs["quantization_config"] = quantization_config(quant_bits, cfg, precision.compute)
         kwargs["device_map"] = device_map or {"": torch.cuda.current_device()}
@@ -152,5 +165,13 @@ def load_model(model_dir: Path, cfg: ModelCfg, precision: Precision, *, quant_bi
     try:
         model = AutoModelForCausalLM.from_pretrained(model_dir, **kwargs)
     except (OSError, ValueError) as e:
+        if cfg.attn_impl != "auto" and _is_attention_refusal(str(e)):
+            raise ModelError(f"{model_dir}: this model cannot use attn_impl {cfg.attn_impl} ({str(e)[:200]}). "
+                             "Use attn_impl: auto (the best the model supports) or eager") from None
         raise ModelError(f"{model_dir}: cannot load the model ({type(e).__name__}: {str(e)[:300]})") from None
     return model
+
+
+def _is_attention_refusal(message: str) -> bool:
+    m = message.lower()
+    return "attention implementation" in m or "attn_implementation" in m

@@ -47,3 +47,33 @@ DEFAULT_LORA_TARGETS: dict[str, tuple[str, ...]] = {
     "minicpm": _ATTN, "minicpm3": ("q_a_proj", "q_b_proj", "kv_a_proj_with_mqa", "kv_b_proj"),
     "deepseek_v2": ("q_proj", "kv_a_proj_with_mqa", "kv_b_proj"), "yi": _ATTN, "olmo2": _ATTN,
 }
+
+
+@dataclass(frozen=True)
+class LossFamily:
+    """What a family's own ``forward`` does between the last hidden state and its training loss.
+
+    ``logits``: `plain` (lm_head alone), `softcap` (c * tanh(logits / c)), `scale` (logits * s) or `divide`
+    (logits / s), with c or s read from the config attribute ``config_key`` (unset: plain). ``router_aux``:
+    the forward adds ``router_aux_loss_coef`` x its load-balancing loss when ``config.output_router_logits``.
+    """
+
+    logits: str = "plain"
+    config_key: str | None = None
+    router_aux: bool = False
+
+
+_PLAIN = LossFamily()
+_SOFTCAP = LossFamily("softcap", "final_logit_softcapping")
+_GRANITE = LossFamily("divide", "logits_scaling")
+
+# Model types whose loss hone computes on its fast path (output layer only where labels exist), each checked
+# against the model's own forward(labels=...) in tests/unit/test_loss_families.py. Any other model type is
+# refused unless `full_forward_loss: true` (the model's own forward, exact for any family).
+LOSS_FAMILIES: dict[str, LossFamily] = {
+    "llama": _PLAIN, "mistral": _PLAIN, "qwen2": _PLAIN, "qwen3": _PLAIN, "phi3": _PLAIN, "gemma": _PLAIN,
+    "gemma2": _SOFTCAP, "gemma3_text": _SOFTCAP,
+    "cohere": LossFamily("scale", "logit_scale"), "granite": _GRANITE,
+    "mixtral": LossFamily(router_aux=True), "qwen2_moe": LossFamily(router_aux=True),
+    "qwen3_moe": LossFamily(router_aux=True), "granitemoe": LossFamily("divide", "logits_scaling", router_aux=True),
+}

@@ -13,16 +13,16 @@ import torch
 
 from ..config import RunCfg, changed_keys, dump_yaml, to_dict
 from ..config.derive import eval_batch_size, quant_bits, report_to, save_steps
-from ..data.collate import collate, n_supervised
-from ..data.encode import IGNORE_INDEX, Encoded
+from ..data.encode import Encoded
 from ..data.pipeline import prepare
 from ..errors import CheckpointError, TrainingError
 from ..models.adapters import add_neftune, make_trainable
-from ..models.load import choose_precision, load_model, load_tokenizer, resolve_model
+from ..models.load import choose_precision, load_model, load_tokenizer, model_type, resolve_model
 from ..templates import get_template
 from . import checkpoint as ckpt
 from .logging import MetricsLog, Progress, plot_loss
-from .loss import CausalLMLoss
+from .loss import loss_family
+from .objective import SFT, Objective
 from .schedule import BatchPlan
 from .setup import build_optimizer, build_scheduler, make_accelerator, seed_everything
 from .state import load_weights, resume_state, run_dir_and_resume, save_checkpoint, save_weights, write_run_info
@@ -49,6 +49,7 @@ def train(cfg: RunCfg) -> TrainResult:
 
     with acc.main_process_first():
         model_dir = resolve_model(cfg.model.model, revision=cfg.model.model_revision, token=cfg.model.hub_token)
+    loss_family(model_type(model_dir), cfg.model.full_forward_loss)  # an uncovered family stops here, by name
     tokenizer = load_tokenizer(model_dir, cfg.model)
     template = get_template(cfg.model.template, tokenizer)
     data = prepare(cfg, tokenizer, template)  # every data error surfaces here, before the model loads
@@ -58,6 +59,7 @@ def train(cfg: RunCfg) -> TrainResult:
                      cfg.train.num_train_epochs)
     state = resume_state(cfg, resume_from, plan, data)
     exact_resume = resume_from is not None and not cfg.train.resume_weights_only
+    objective: Objective = SFT(tokenizer.pad_token_id, cfg.data.packing, data.train[0], cfg.model.full_forward_loss)
 
     model = load_model(model_dir, cfg.model, precision, quant_bits=quant_bits(cfg))
     model = make_trainable(model, cfg)
@@ -67,7 +69,7 @@ def train(cfg: RunCfg) -> TrainResult:
         add_neftune(model, cfg.tune.neftune_alpha)
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, cfg, plan.total_steps)
-    module, optimizer = acc.prepare(CausalLMLoss(model), optimizer)
+    module, optimizer = acc.prepare(objective.loss_module(model), optimizer)
     if exact_resume:
         _restore(resume_from.path, optimizer, scheduler, state, rank)
 
@@ -83,7 +85,6 @@ def train(cfg: RunCfg) -> TrainResult:
     metrics = MetricsLog(run_dir, report_to(cfg), cfg.train.logging_dir, to_dict(cfg), enabled=acc.is_main_process,
                          resume_step=state["global_step"] if resume_from is not None else None)
     progress = Progress(plan.total_steps, state["global_step"], enabled=acc.is_main_process)
-    pad_id = tokenizer.pad_token_id
     params = [p for p in module.parameters() if p.requires_grad]
     nonfinite, order_epoch, order = 0, -1, []
     tokens_seen, t_start = 0, time.monotonic()
@@ -94,9 +95,8 @@ def train(cfg: RunCfg) -> TrainResult:
         epoch, _ = plan.position(step)
         if epoch != order_epoch:
             order_epoch, order = epoch, plan.order(epoch)
-        batches = [_batch([data.train[i] for i in mb], pad_id, cfg.data.packing, data.train[0])
-                   for mb in plan.micro_batches(step, rank, order)]
-        n_local = sum(n_supervised(b) for b in batches)
+        batches = [objective.batch([data.train[i] for i in mb]) for mb in plan.micro_batches(step, rank, order)]
+        n_local = sum(objective.count(b) for b in batches)
         n_total = int(acc.reduce(torch.tensor(n_local, device=acc.device), reduction="sum"))
         # accelerate divides by `accum` and DDP / DeepSpeed average over processes: undo both, so the gradient
         # is the loss summed over the whole accumulated global batch divided by its supervised tokens
@@ -146,7 +146,7 @@ def train(cfg: RunCfg) -> TrainResult:
         last = step == plan.total_steps
         if data.val and cfg.train.eval_strategy != "no" and (_due(cfg.train.eval_strategy, step,
                                                                  cfg.train.eval_steps, plan) or last):
-            last = _evaluate_and_track(module, data.val, acc, cfg, pad_id, step, state, metrics) or last
+            last = _evaluate_and_track(module, objective, data.val, acc, cfg, step, state, metrics) or last
         if cfg.train.save_strategy != "no" and (_due(cfg.train.save_strategy, step, save_steps(cfg), plan) or last):
             save_checkpoint(acc, acc.unwrap_model(module).model, optimizer, scheduler, state, run_dir, cfg)
         if last:
@@ -172,10 +172,10 @@ def _restore(path: Path, optimizer: Any, scheduler: Any, state: dict[str, Any], 
                     path, rank)
 
 
-def _evaluate_and_track(module: Any, rows: list[Encoded], acc: Any, cfg: RunCfg, pad_id: int, step: int,
+def _evaluate_and_track(module: Any, objective: Objective, rows: list[Encoded], acc: Any, cfg: RunCfg, step: int,
                         state: dict[str, Any], metrics: MetricsLog) -> bool:
     """Evaluate, log loss and perplexity, track the best; True when early stopping says stop."""
-    ev = evaluate(module, rows, acc, eval_batch_size(cfg), pad_id)
+    ev = evaluate(module, objective, rows, acc, eval_batch_size(cfg))
     ppl = math.exp(min(ev, 50))
     state["eval_history"].append({"step": step, "eval_loss": ev})
     metrics.write({"kind": "eval", "step": step, "eval_loss": ev, "eval_ppl": ppl})
@@ -191,13 +191,6 @@ def _evaluate_and_track(module: Any, rows: list[Encoded], acc: Any, cfg: RunCfg,
             log.info("early stopping at step %d: no better eval loss in %d evaluations", step, patience)
         return True
     return False
-
-
-def _batch(rows: list[Encoded], pad_id: int, packing: bool, filler: Encoded) -> dict[str, torch.Tensor]:
-    if rows:
-        return collate(rows, pad_id, packing)
-    dummy = Encoded(filler.input_ids[:8], [IGNORE_INDEX] * len(filler.input_ids[:8]))
-    return collate([dummy], pad_id, packing)  # a process with no row this micro-step: zero loss, same collectives
 
 
 def _due(strategy: str, step: int, every: int, plan: BatchPlan) -> bool:
@@ -220,14 +213,14 @@ def _memory_gb(device: torch.device) -> float:
 
 
 @torch.no_grad()
-def evaluate(module: Any, rows: list[Encoded], acc: Any, batch_size: int, pad_id: int) -> float:
+def evaluate(module: Any, objective: Objective, rows: list[Encoded], acc: Any, batch_size: int) -> float:
     """Mean token loss over the validation rows; each process takes its share in the same number of passes."""
     module.eval()
     total = torch.zeros(2, device=acc.device, dtype=torch.float64)
     mine = rows[acc.process_index::acc.num_processes]
     n_batches = math.ceil(math.ceil(len(rows) / acc.num_processes) / batch_size)
     for i in range(n_batches):
-        batch = _batch(mine[i * batch_size:(i + 1) * batch_size], pad_id, False, rows[0])
+        batch = objective.batch(mine[i * batch_size:(i + 1) * batch_size], train=False)
         loss, n = module(**{k: v.to(acc.device) for k, v in batch.items()})
         total += torch.tensor([float(loss), n], device=acc.device, dtype=torch.float64)
     total = acc.reduce(total, reduction="sum")

@@ -13,7 +13,7 @@ import torch
 
 from ..config import RunCfg
 from ..config.derive import learning_rate
-from ..errors import ConfigError, TrainingError
+from ..errors import ConfigError
 from .schedule import lr_lambda, warmup_steps
 
 log = logging.getLogger("hone")
