@@ -9,12 +9,13 @@ the whole conversation (string and ids). Ids are on this vocabulary, not each mo
 """
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 from pathlib import Path
 
 import pytest
 
-from hone.data.conversation import Conversation, Message
+from hone.data.conversation import Conversation, Message, ToolCall
 from hone.data.encode import IGNORE_INDEX, encode
 from hone.templates import get_template
 
@@ -66,7 +67,8 @@ T3 = [Message("user", "And 3+3?"), Message("assistant", "Six.")]
 SPACED = [Message("user", "  padded question \n"), Message("assistant", " padded answer  \n"),
           Message("user", "\tsecond "), Message("assistant", "  last ")]
 CONVERSATIONS = {"one": T1, "one_system": [SYSTEM] + T1, "three": T1 + T2 + T3, "three_system": [SYSTEM] + T1 + T2 + T3,
-                 "spaced": SPACED, "empty_system": [Message("system", "")] + T1}
+                 "spaced": SPACED, "spaced_system": [Message("system", " padded system \n")] + SPACED,
+                 "empty_system": [Message("system", "")] + T1}
 
 
 @lru_cache(maxsize=None)
@@ -227,3 +229,61 @@ def test_systemless_templates_refuse_a_system_prompt_and_gemma_folds_it_like_gem
     t = get_template("gemma", tok)
     text = "".join(t.render(p, tok) + t.render(r, tok) for p, r in t.pieces(CONVERSATIONS["one_system"]))
     assert text.startswith("<bos><start_of_turn>user\nYou are a terse assistant.\n\nHello, who are you?<end_of_turn>")
+
+
+# ---- reasoning (Qwen3 and DeepSeek-R1 rewrite history) -------------------------------------------------------
+
+THINKING = [Message("user", "Q1"), Message("assistant", "<think>\nstep one\n</think>\n\nA1"),
+            Message("user", "Q2"), Message("assistant", "<think>\nstep two\n</think>\n\nA2"),
+            Message("user", "Q3"), Message("assistant", "A3")]
+CALL = (ToolCall("get_weather", {"city": "Oslo"}),)
+TOOL_ROUND = [Message("user", "Weather in Oslo?"),
+              Message("assistant", "<think>\nI should call the tool.\n</think>\n\n", tool_calls=CALL),
+              Message("tool", '{"temp": 3}'),
+              Message("assistant", "<think>\nIt is cold.\n</think>\n\nIt is 3 degrees."),
+              Message("user", "Thanks"), Message("assistant", "You're welcome.")]
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city",
+                                           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]
+
+
+@pytest.mark.parametrize("template", ["auto", "qwen3"])
+@pytest.mark.parametrize("rows", ["thinking", "tool_round"])
+def test_qwen3_every_reply_keeps_the_reasoning_it_was_generated_with(template, rows):
+    """Qwen3's template drops earlier replies' reasoning; each reply is still learned as generated."""
+    messages, tools = (THINKING, []) if rows == "thinking" else (TOOL_ROUND, TOOLS)
+    tok = real_tokenizer("qwen3")
+    turns = get_template(template, tok).encode_turns(_conv(messages, tools), tok)
+    learned = [tok.decode(r) for _, r in turns if r]
+    expected = [real_turn("qwen3", messages, i, tools or None)[1] for i, m in enumerate(messages)
+                if m.role == "assistant"]
+    assert learned == expected
+    assert "step one" in learned[0] or "call the tool" in learned[0]
+    assert all(r.startswith("<think>\n") for r in learned)
+    assert not any("Q1" in r or "Q2" in r or "tool_response" in r for r in learned)
+    # the prompt before each reply ends with the generation prompt the model saw
+    assert all(tok.decode(p).endswith("<|im_start|>assistant\n") for p, r in turns if r)
+
+
+def test_auto_on_deepseek_r1_learns_the_reply_its_template_keeps():
+    """R1's template writes <think>\\n in the generation prompt and never renders reasoning in a reply."""
+    tok = real_tokenizer("deepseek-r1-distill")
+    turns = get_template("auto", tok).encode_turns(_conv(THINKING), tok)
+    learned = [tok.decode(r) for _, r in turns if r]
+    assert learned == ["\n\nA1<｜end▁of▁sentence｜>", "\n\nA2<｜end▁of▁sentence｜>", "A3<｜end▁of▁sentence｜>"]
+    assert learned == [real_reply("deepseek-r1-distill", THINKING, i) for i in (1, 3, 5)]
+    assert tok.decode(turns[0][0]).endswith("<｜User｜>Q1<｜Assistant｜>")
+
+
+# ---- the Jinja sandbox ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("body", ["{{ ''.__class__.__mro__[1].__subclasses__() }}",
+                                  "{% for m in messages %}{{ m.content.__class__.__mro__ }}{% endfor %}",
+                                  "{{ cycler.__init__.__globals__.os.system('echo owned') }}"])
+def test_a_template_reaching_python_internals_is_refused(body, tokenizer):
+    """RELIABILITY 24: a tokenizer's template runs sandboxed; an escape attempt stops with a clear error."""
+    from hone.templates import TemplateError
+
+    tok = copy.deepcopy(tokenizer)
+    tok.chat_template = body
+    with pytest.raises(TemplateError, match="sandbox refused it.*unsafe.*--template"):
+        get_template("auto", tok).encode_turns(_conv(T1), tok)

@@ -49,9 +49,11 @@ register_template("internlm2", DeclarativeTemplate(
     [_BOS], _CHATML_PROMPT, (), "<|im_end|>\n", system_prefix=[_BOS, _CHATML_SYSTEM],
     stop_words=["<|im_end|>"], name="internlm2"))
 
+# Llama-2-chat: the system block opens the first user turn, and each turn is trimmed as a whole.
 register_template("llama2", DeclarativeTemplate(
     [_BOS, "[INST] "], "{{QUERY}} [/INST]", [_BOS, "[INST] "], [" ", _EOS], response_prefix=" ",
-    system_prefix=[_BOS, "[INST] <<SYS>>\n{{SYSTEM}}\n<</SYS>>\n\n"], trim=("user", "assistant"), name="llama2"))
+    system_in_query="<<SYS>>\n{{SYSTEM}}\n<</SYS>>\n\n{{QUERY}}", system_query="first", trim=("user", "assistant"),
+    name="llama2"))
 
 _L3_HEAD = "<|start_header_id|>system<|end_header_id|>\n\n"
 _L3_PROMPT = ("<|start_header_id|>user<|end_header_id|>\n\n{{QUERY}}<|eot_id|>"

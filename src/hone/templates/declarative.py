@@ -62,9 +62,10 @@ class DeclarativeTemplate(Template):
 
     ``trim`` names the roles whose content the model's template strips of surrounding whitespace (Llama,
     Gemma, MiniCPM). ``drop_empty_system`` treats an empty system prompt as none (Phi-3.5).
-    ``system_in_query`` writes the system prompt inside the user turn before the reply being generated
-    (Mistral v0.3 puts it on the last user turn only): a generation prompt has it on its last query, and a
-    training row on every query, since each reply was generated after such a turn.
+    ``system_in_query`` writes the system prompt inside a user turn: the first one (``system_query="first"``,
+    Llama 2, where the template then trims the whole turn) or the one before the reply being generated
+    (``"last"``, Mistral v0.3): a generation prompt has it on its last query, and a training row on every
+    query, since each reply was generated after such a turn.
     """
 
     def __init__(self, prefix: Items, prompt: Items, chat_sep: Items | None = (), suffix: Items = (("eos_token_id",),),
@@ -72,7 +73,7 @@ class DeclarativeTemplate(Template):
                  stop_words: Sequence[str] = (), tools: ToolFormat | None = None, response_prefix: Items = (),
                  trailer: Items = (), special_tokens: Sequence[str] = (), thinking: bool = False,
                  trim: Sequence[str] = (), drop_empty_system: bool = False, system_in_query: str | None = None,
-                 name: str = "custom") -> None:
+                 system_query: str = "last", name: str = "custom") -> None:
         self.prefix, self.prompt, self.suffix = _items(prefix), _items(prompt), _items(suffix)
         self.chat_sep = None if chat_sep is None else _items(chat_sep)
         self.system_prefix = None if system_prefix is None else _items(system_prefix)
@@ -81,7 +82,7 @@ class DeclarativeTemplate(Template):
         self._stop_words, self.special_tokens = tuple(stop_words), tuple(special_tokens)
         self.thinking = thinking
         self.trim, self.drop_empty_system = frozenset(trim), drop_empty_system
-        self.system_in_query = system_in_query
+        self.system_in_query, self.system_query = system_in_query, system_query
         """With ``{{SYSTEM}}`` and ``{{QUERY}}``: how a query carrying the system prompt is written."""
         """Qwen3's rule: the last reply after the last user query carries a (possibly empty) think block;
         earlier replies lose theirs."""
@@ -122,8 +123,13 @@ class DeclarativeTemplate(Template):
                         raise TemplateError(f"template '{self.name}' has no multi-turn form (chat_sep=None)")
                     cur += _fill(self.chat_sep, {})
                 if m.role == "user":
-                    query: list[Piece] = [("text", self._strip("user", m.content) or "")]
-                    if query_system is not None and (not generation or i == last_user):
+                    with_system = query_system is not None and (
+                        rnd == 0 if self.system_query == "first" else not generation or i == last_user)
+                    text = m.content
+                    if "user" in self.trim:  # a trimmed turn that opens with the system block keeps its start
+                        text = text.rstrip() if with_system and self.system_query == "first" else text.strip()
+                    query: list[Piece] = [("text", text)]
+                    if with_system:
                         query = _fill_str(self.system_in_query or "", {"SYSTEM": [("text", query_system)],
                                                                        "QUERY": query})
                     cur += _fill(self.prompt, {"QUERY": query, "ROUND0": [("lit", str(rnd))],
