@@ -10,10 +10,11 @@ from hone.data.encode import IGNORE_INDEX, encode
 from hone.data.formats import FormatSpec, to_conversation
 from hone.templates import DeclarativeTemplate, TemplateError, get_template, register_template
 from hone.templates.base import TEMPLATES
-from test_templates_parity import SHARED_GLAIVE, real_ids, real_text, real_tokenizer
+from test_templates_parity import SHARED_GLAIVE, real_ids, real_text, real_tokenizer, real_turn
 
-BUILTINS = ["chatml", "qwen", "qwen3", "llama2", "llama3", "mistral", "gemma", "phi3", "deepseek", "chatglm3",
-            "chatglm2", "baichuan2", "internlm2", "yi", "minicpm", "default", "alpaca", "vicuna", "smollm2"]
+BUILTINS = ["chatml", "qwen", "qwen3", "llama2", "llama3", "llama3_1", "llama3_2", "mistral", "mistral_v3",
+            "mistral_nemo", "gemma", "phi3", "phi3_5", "deepseek", "chatglm3", "chatglm2", "baichuan2", "internlm2",
+            "yi", "minicpm", "default", "alpaca", "vicuna", "smollm2"]
 
 
 def conv(*pairs: tuple[str, str], system: str | None = None) -> Conversation:
@@ -129,11 +130,16 @@ def test_tool_call_row_matches_qwen25_template_and_auto():
 
 @pytest.mark.skipif(not SHARED_GLAIVE.exists(), reason="shared glaive demo data not present")
 def test_tool_call_row_matches_qwen3_template_and_chatml_prompts():
+    """Each reply as Qwen3's template renders it when generated (think block included); prompts exact."""
     c = glaive_row()
     tok = real_tokenizer("qwen3")
     qwen3 = get_template("qwen3", tok)
-    text = "".join(qwen3.render(p, tok) + qwen3.render(r, tok) for p, r in qwen3.pieces(c.messages, c.tools))
-    assert text == real_text("qwen3", c.messages, tools=list(c.tools))
+    replies = [qwen3.render(r, tok) for _, r in qwen3.pieces(c.messages, c.tools) if r]
+    k = [i for i, m in enumerate(c.messages) if m.role == "assistant"]
+    assert replies == [real_turn("qwen3", c.messages, i, tools=list(c.tools))[1] for i in k]
+    assert any("<tool_call>" in r for r in replies)
+    auto = get_template("auto", tok).encode_turns(c, tok)
+    assert [tok.decode(r) for _, r in auto if r] == replies
     chatml = get_template("chatml", tok)
     k = next(i for i, m in enumerate(c.messages) if m.role == "tool") + 1
     assert chatml.encode_prompt(c.messages[:k], tok, c.tools) == real_ids("qwen3", c.messages[:k], gen=True,

@@ -41,35 +41,70 @@ register_template("smollm2", DeclarativeTemplate(
     (), _CHATML_PROMPT, (), "<|im_end|>\n", system_prefix=_CHATML_SYSTEM, stop_words=["<|im_end|>"],
     default_system="You are a helpful AI assistant named SmolLM, trained by Hugging Face", name="smollm2"))
 
+# Yi-1.5-Chat: the system prompt is written bare, before the first ChatML turn.
 register_template("yi", DeclarativeTemplate(
-    (), _CHATML_PROMPT, (), "<|im_end|>\n", system_prefix=_CHATML_SYSTEM, stop_words=["<|im_end|>"], name="yi"))
+    (), _CHATML_PROMPT, (), "<|im_end|>\n", system_prefix="{{SYSTEM}}", stop_words=["<|im_end|>"], name="yi"))
 
 register_template("internlm2", DeclarativeTemplate(
-    [_BOS], _CHATML_PROMPT, (), "<|im_end|>\n", system_prefix=[_BOS, _CHATML_SYSTEM], trailer=[_EOS],
+    [_BOS], _CHATML_PROMPT, (), "<|im_end|>\n", system_prefix=[_BOS, _CHATML_SYSTEM],
     stop_words=["<|im_end|>"], name="internlm2"))
 
+# Llama-2-chat: the system block opens the first user turn, and each turn is trimmed as a whole.
 register_template("llama2", DeclarativeTemplate(
     [_BOS, "[INST] "], "{{QUERY}} [/INST]", [_BOS, "[INST] "], [" ", _EOS], response_prefix=" ",
-    system_prefix=[_BOS, "[INST] <<SYS>>\n{{SYSTEM}}\n<</SYS>>\n\n"], name="llama2"))
+    system_in_query="<<SYS>>\n{{SYSTEM}}\n<</SYS>>\n\n{{QUERY}}", system_query="first", trim=("user", "assistant"),
+    name="llama2"))
 
+_L3_HEAD = "<|start_header_id|>system<|end_header_id|>\n\n"
+_L3_PROMPT = ("<|start_header_id|>user<|end_header_id|>\n\n{{QUERY}}<|eot_id|>"
+              "<|start_header_id|>assistant<|end_header_id|>\n\n")
+_L3_ROLES = ("system", "user", "assistant")
 register_template("llama3", DeclarativeTemplate(
-    [_BOS], "<|start_header_id|>user<|end_header_id|>\n\n{{QUERY}}<|eot_id|>"
-            "<|start_header_id|>assistant<|end_header_id|>\n\n", (), "<|eot_id|>",
-    system_prefix=[_BOS, "<|start_header_id|>system<|end_header_id|>\n\n{{SYSTEM}}<|eot_id|>"],
-    stop_words=["<|eot_id|>"], name="llama3"))
+    [_BOS], _L3_PROMPT, (), "<|eot_id|>", system_prefix=[_BOS, _L3_HEAD + "{{SYSTEM}}<|eot_id|>"],
+    stop_words=["<|eot_id|>"], trim=_L3_ROLES, name="llama3"))
 
+# Llama 3.1 / 3.2 always open with a system block that states the knowledge cut-off and a date.
+register_template("llama3_1", DeclarativeTemplate(
+    [_BOS], _L3_PROMPT, (), "<|eot_id|>", default_system="", stop_words=["<|eot_id|>", "<|eom_id|>"],
+    system_prefix=[_BOS, _L3_HEAD + "Cutting Knowledge Date: December 2023\nToday Date: 26 Jul 2024\n\n"
+                   "{{SYSTEM}}<|eot_id|>"], trim=_L3_ROLES, name="llama3_1"))
+
+register_template("llama3_2", DeclarativeTemplate(
+    [_BOS], _L3_PROMPT, (), "<|eot_id|>", default_system="", stop_words=["<|eot_id|>", "<|eom_id|>"],
+    system_prefix=[_BOS, _L3_HEAD + "Cutting Knowledge Date: December 2023\nToday Date: {{DATE}}\n\n"
+                   "{{SYSTEM}}<|eot_id|>"], trim=_L3_ROLES, name="llama3_2"))
+
+# Mistral-7B-Instruct v0.1/v0.2 as published today ("v1"): a space before every [INST] and every reply.
 register_template("mistral", DeclarativeTemplate(
-    [_BOS, "[INST] "], "{{QUERY}} [/INST]", "[INST] ", [_EOS],
-    system_prefix=[_BOS, "[INST] {{SYSTEM}}\n\n"], name="mistral"))
+    [_BOS, " [INST] "], "{{QUERY}} [/INST]", " [INST] ", [_EOS], response_prefix=" ",
+    system_prefix=[_BOS, " [INST] {{SYSTEM}}\n\n"], name="mistral"))
 
+# Mistral v0.3 ("v3"): replies trimmed after one space; the system prompt goes in the last user turn.
+register_template("mistral_v3", DeclarativeTemplate(
+    [_BOS], "[INST] {{QUERY}}[/INST]", (), [_EOS], response_prefix=" ", trim=("assistant",),
+    system_in_query="{{SYSTEM}}\n\n{{QUERY}}", name="mistral_v3"))
+
+# Mistral-Nemo ("v3-tekken"): no spaces around [INST] or the reply.
+register_template("mistral_nemo", DeclarativeTemplate(
+    [_BOS], "[INST]{{QUERY}}[/INST]", (), [_EOS], system_in_query="{{SYSTEM}}\n\n{{QUERY}}",
+    name="mistral_nemo"))
+
+# Gemma 1/2 have no system role (their template raises); Gemma 3's puts it in the first user turn.
 register_template("gemma", DeclarativeTemplate(
     [_BOS, "<start_of_turn>user\n"], "{{QUERY}}<end_of_turn>\n<start_of_turn>model\n", "<start_of_turn>user\n",
     "<end_of_turn>\n", system_prefix=[_BOS, "<start_of_turn>user\n{{SYSTEM}}\n\n"], stop_words=["<end_of_turn>"],
-    special_tokens=["<start_of_turn>", "<end_of_turn>"], name="gemma"))
+    special_tokens=["<start_of_turn>", "<end_of_turn>"], trim=("user", "assistant"), name="gemma"))
 
+# Phi-3-mini (current template): the conversation ends with the end-of-text token after the last reply.
 register_template("phi3", DeclarativeTemplate(
-    (), "<|user|>\n{{QUERY}}<|end|>\n<|assistant|>\n", (), "<|end|>\n",
+    (), "<|user|>\n{{QUERY}}<|end|>\n<|assistant|>\n", (), "<|end|>\n", trailer=[_EOS],
     system_prefix="<|system|>\n{{SYSTEM}}<|end|>\n", stop_words=["<|end|>"], name="phi3"))
+
+# Phi-3.5-mini: the same, with an empty system prompt left out.
+register_template("phi3_5", DeclarativeTemplate(
+    (), "<|user|>\n{{QUERY}}<|end|>\n<|assistant|>\n", (), "<|end|>\n", trailer=[_EOS],
+    system_prefix="<|system|>\n{{SYSTEM}}<|end|>\n", stop_words=["<|end|>"], drop_empty_system=True,
+    name="phi3_5"))
 
 register_template("deepseek", DeclarativeTemplate(
     [_BOS], "User: {{QUERY}}\n\nAssistant:", (), [_EOS], response_prefix=" ",
@@ -88,7 +123,7 @@ register_template("baichuan2", DeclarativeTemplate(
     "{{SYSTEM}}", [["<reserved_106>"], "{{QUERY}}", ["<reserved_107>"]], (), [_EOS], name="baichuan2"))
 
 register_template("minicpm", DeclarativeTemplate(
-    "{{SYSTEM}}", "<用户>{{QUERY}}<AI>", (), [_EOS], name="minicpm"))
+    "{{SYSTEM}}", "<用户>{{QUERY}}<AI>", (), [_EOS], trim=("system", "user", "assistant"), name="minicpm"))
 
 register_template("default", DeclarativeTemplate(
     (), "### Human:\n{{QUERY}}\n\n### Assistant:\n", "\n\n", [_EOS], system_prefix="{{SYSTEM}}\n\n",

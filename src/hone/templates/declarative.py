@@ -3,7 +3,8 @@
 A template field is a sequence of items. An item is either a string (template text, where strings such as
 ``<|im_end|>`` become the tokenizer's special tokens) or a list of token references (``'bos_token_id'``,
 ``'eos_token_id'``, an int id, or a token string that must be one token), as in ``[['eos_token_id']]``.
-Placeholders ``{{SYSTEM}}``, ``{{QUERY}}``, ``{{ROUND0}}``, ``{{ROUND1}}`` (and, in tool formats,
+Placeholders ``{{SYSTEM}}``, ``{{QUERY}}``, ``{{ROUND0}}``, ``{{ROUND1}}``, ``{{DATE}}`` (today, as Llama 3.2 writes it)
+(and, in tool formats,
 ``{{TOOLS}}``, ``{{TOOL}}``, ``{{NAME}}``, ``{{ARGUMENTS}}``, ``{{CONTENT}}``) are filled with data, and data is
 always tokenized as plain text: a user who types ``<|im_end|>`` gets the characters, never the special token.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Sequence, Union
 
 from ..data.conversation import Conversation, Message, ToolCall
@@ -25,7 +27,7 @@ Items = Sequence[Item]
 # A rendered piece: ("lit", template text) | ("text", data) | ("tok", token reference)
 Piece = tuple[str, Any]
 
-_PLACEHOLDER = re.compile(r"\{\{(SYSTEM|QUERY|ROUND0|ROUND1|TOOLS|TOOL|NAME|ARGUMENTS|CONTENT)\}\}")
+_PLACEHOLDER = re.compile(r"\{\{(SYSTEM|QUERY|ROUND0|ROUND1|DATE|TOOLS|TOOL|NAME|ARGUMENTS|CONTENT)\}\}")
 _MARKUP = re.compile(r"<\|[^|<>\s]+\|>")  # chatml-like markup that must be one token in the tokenizer
 
 
@@ -57,13 +59,21 @@ class DeclarativeTemplate(Template):
     next round, and ``suffix`` ends every reply; it is learned with the reply (the end-of-turn marker).
     ``response_prefix`` is learned text before each reply, ``trailer`` comes after the last reply and is not
     learned. ``chat_sep=None`` means the format has no multi-turn form.
+
+    ``trim`` names the roles whose content the model's template strips of surrounding whitespace (Llama,
+    Gemma, MiniCPM). ``drop_empty_system`` treats an empty system prompt as none (Phi-3.5).
+    ``system_in_query`` writes the system prompt inside a user turn: the first one (``system_query="first"``,
+    Llama 2, where the template then trims the whole turn) or the one before the reply being generated
+    (``"last"``, Mistral v0.3): a generation prompt has it on its last query, and a training row on every
+    query, since each reply was generated after such a turn.
     """
 
     def __init__(self, prefix: Items, prompt: Items, chat_sep: Items | None = (), suffix: Items = (("eos_token_id",),),
                  *, system_prefix: Items | None = None, default_system: str | None = None,
                  stop_words: Sequence[str] = (), tools: ToolFormat | None = None, response_prefix: Items = (),
                  trailer: Items = (), special_tokens: Sequence[str] = (), thinking: bool = False,
-                 name: str = "custom") -> None:
+                 trim: Sequence[str] = (), drop_empty_system: bool = False, system_in_query: str | None = None,
+                 system_query: str = "last", name: str = "custom") -> None:
         self.prefix, self.prompt, self.suffix = _items(prefix), _items(prompt), _items(suffix)
         self.chat_sep = None if chat_sep is None else _items(chat_sep)
         self.system_prefix = None if system_prefix is None else _items(system_prefix)
@@ -71,6 +81,9 @@ class DeclarativeTemplate(Template):
         self.response_prefix, self.trailer = _items(response_prefix), _items(trailer)
         self._stop_words, self.special_tokens = tuple(stop_words), tuple(special_tokens)
         self.thinking = thinking
+        self.trim, self.drop_empty_system = frozenset(trim), drop_empty_system
+        self.system_in_query, self.system_query = system_in_query, system_query
+        """With ``{{SYSTEM}}`` and ``{{QUERY}}``: how a query carrying the system prompt is written."""
         """Qwen3's rule: the last reply after the last user query carries a (possibly empty) think block;
         earlier replies lose theirs."""
         self._checked: set[tuple[int, int]] = set()
@@ -91,6 +104,13 @@ class DeclarativeTemplate(Template):
         msgs = list(messages)
         system = msgs[0].content if msgs and msgs[0].role == "system" else None
         body = msgs[1:] if system is not None else msgs
+        system = self._strip("system", system)
+        if self.drop_empty_system and not system:
+            system = None
+        query_system, last_user = None, -1
+        if self.system_in_query is not None:
+            query_system, system = system if system is not None else self.default_system, None
+            last_user = max((k for k, m in enumerate(body) if m.role == "user"), default=-1)
         turns: list[tuple[list[Piece], list[Piece]]] = []
         cur = self._head(system, tools)
         rnd, i, first = 0, 0, True
@@ -103,7 +123,16 @@ class DeclarativeTemplate(Template):
                         raise TemplateError(f"template '{self.name}' has no multi-turn form (chat_sep=None)")
                     cur += _fill(self.chat_sep, {})
                 if m.role == "user":
-                    cur += _fill(self.prompt, {"QUERY": [("text", m.content)], "ROUND0": [("lit", str(rnd))],
+                    with_system = query_system is not None and (
+                        rnd == 0 if self.system_query == "first" else not generation or i == last_user)
+                    text = m.content
+                    if "user" in self.trim:  # a trimmed turn that opens with the system block keeps its start
+                        text = text.rstrip() if with_system and self.system_query == "first" else text.strip()
+                    query: list[Piece] = [("text", text)]
+                    if with_system:
+                        query = _fill_str(self.system_in_query or "", {"SYSTEM": [("text", query_system)],
+                                                                       "QUERY": query})
+                    cur += _fill(self.prompt, {"QUERY": query, "ROUND0": [("lit", str(rnd))],
                                                "ROUND1": [("lit", str(rnd + 1))]})
                     rnd, i = rnd + 1, i + 1
                 else:
@@ -115,7 +144,7 @@ class DeclarativeTemplate(Template):
                     cur += _fill(fmt.results_prompt, {"QUERY": results})
                 first = False
             elif m.role == "assistant":
-                reply = self._reply(m, late=i > last_query, last=i == len(body) - 1)
+                reply = self._reply(m, late=i > last_query or not generation, last=i == len(body) - 1 or not generation)
                 turns.append((cur, _fill(self.response_prefix, {}) + reply + _fill(self.suffix, {})))
                 cur, i = [], i + 1
             else:
@@ -135,13 +164,16 @@ class DeclarativeTemplate(Template):
             for t in tools:
                 specs += _fill_str(fmt.tool, {"TOOL": [("text", json.dumps(t, ensure_ascii=False))]})
             items = fmt.system_prefix if system is not None or fmt.prefix is None else fmt.prefix
-            return _fill(_items(items), {"SYSTEM": [("text", system or "")], "TOOLS": specs})
+            return _fill(_items(items), {"SYSTEM": [("text", system or "")], "TOOLS": specs, "DATE": _today()})
         if system is not None and self.system_prefix is not None:
-            return _fill(self.system_prefix, {"SYSTEM": [("text", system)]})
+            return _fill(self.system_prefix, {"SYSTEM": [("text", system)], "DATE": _today()})
         if system and not any(isinstance(x, str) and "{{SYSTEM}}" in x for x in self.prefix):
             raise TemplateError(f"template '{self.name}' has no place for a system prompt; drop the system "
                                 "prompt or pick a template that supports one")
-        return _fill(self.prefix, {"SYSTEM": [("text", system or "")]})
+        return _fill(self.prefix, {"SYSTEM": [("text", system or "")], "DATE": _today()})
+
+    def _strip(self, role: str, text: str | None) -> str | None:
+        return text.strip() if text is not None and role in self.trim else text
 
     def _tool_format(self) -> ToolFormat:
         if self.tools is None:
@@ -150,7 +182,7 @@ class DeclarativeTemplate(Template):
         return self.tools
 
     def _reply(self, m: Message, *, late: bool, last: bool) -> list[Piece]:
-        content = m.content
+        content = self._strip("assistant", m.content) or ""
         out: list[Piece] = []
         if self.thinking:
             reasoning = ""
@@ -231,6 +263,11 @@ class DeclarativeTemplate(Template):
                 raise TemplateError(f"template '{self.name}' writes '{tok}', which this tokenizer does not have "
                                     "as a single token; the template does not fit this model (try `auto`)")
         self._checked.add(key)
+
+
+def _today() -> list[Piece]:
+    """Today's date as transformers' ``strftime_now("%d %b %Y")`` gives it to Llama 3.2's template."""
+    return [("lit", datetime.now().strftime("%d %b %Y"))]
 
 
 def _items(value: Items | str) -> tuple[Item, ...]:
