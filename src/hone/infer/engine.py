@@ -16,7 +16,7 @@ import torch
 from ..config import GenCfg, ModelCfg
 from ..data.conversation import Message
 from ..errors import ModelError
-from ..runs import RunInfo, read_run, run_dir_of
+from ..runs import RunInfo, read_run, run_dir_of, verify_weights
 from ..models.load import choose_precision, load_model, load_tokenizer, resolve_model
 from ..templates import Template, get_template
 
@@ -59,6 +59,8 @@ class TransformersEngine:
         adapter_path = Path(adapter) if adapter else None
         if adapter_path is not None and not adapter_path.is_dir():
             raise ModelError(f"adapter {adapter} does not exist")
+        if adapter_path is not None and run is not None:
+            verify_weights(adapter_path)  # a damaged or half-written file is named, not loaded
         full = adapter_path is not None and (adapter_path / "config.json").is_file() and \
             not (adapter_path / "adapter_config.json").is_file()
         model_dir = adapter_path if full else resolve_model(ref, revision=mcfg.model_revision, token=mcfg.hub_token)

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .. import atomic, runs
 from ..config import RunCfg, changed_keys, dump_yaml, to_dict
 from ..config_derive import eval_batch_size, quant_bits, report_to, save_steps
 from ..data.collate import collate, n_supervised
@@ -72,7 +73,7 @@ def train(cfg: RunCfg) -> TrainResult:
         _restore(resume_from.path, optimizer, scheduler, state, rank)
 
     if acc.is_main_process:
-        (run_dir / "hone_config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
+        atomic.write_text(run_dir / "hone_config.yaml", dump_yaml(cfg))
         log.info("config (keys set; every key in %s):\n%s", run_dir / "hone_config.yaml",
                  "\n".join(f"  {k}: {v}" for k, v in changed_keys(cfg).items()))
         write_run_info(run_dir, cfg, model_dir, state)
@@ -242,7 +243,7 @@ def _finish(acc: Any, model: Any, tokenizer: Any, run_dir: Path, cfg: RunCfg, st
     if best is not None and not best.exists():
         best = last
     if acc.is_main_process:
-        save_weights(acc.unwrap_model(model), run_dir, tokenizer)
+        runs.write_final(run_dir, lambda d: save_weights(acc.unwrap_model(model), d, tokenizer))
         state["best_checkpoint"] = str(best) if best else None
         write_run_info(run_dir, cfg, model_dir, state)
         if cfg.train.plot_loss:
