@@ -22,6 +22,7 @@ from ..models.adapters import add_neftune, make_trainable
 from ..models.load import choose_precision, load_model, load_tokenizer, resolve_model
 from ..templates import get_template
 from . import checkpoint as ckpt
+from .guard import NonFiniteGuard
 from .logging import MetricsLog, Progress, plot_loss
 from .loss import CausalLMLoss
 from .schedule import BatchPlan
@@ -86,7 +87,7 @@ def train(cfg: RunCfg) -> TrainResult:
     progress = Progress(plan.total_steps, state["global_step"], enabled=acc.is_main_process)
     pad_id = tokenizer.pad_token_id
     params = [p for p in module.parameters() if p.requires_grad]
-    nonfinite, order_epoch, order = 0, -1, []
+    guard, order_epoch, order = NonFiniteGuard(cfg.train.max_nonfinite_steps), -1, []
     tokens_seen, t_start = 0, time.monotonic()
     module.train()
 
@@ -111,17 +112,16 @@ def train(cfg: RunCfg) -> TrainResult:
         step_loss = float(acc.reduce(loss_sum, reduction="sum")) / max(1, n_total)
         norm = acc.clip_grad_norm_(params, cfg.train.max_grad_norm or float("inf"))
         grad_norm = float(norm) if norm is not None else None
-        finite = math.isfinite(step_loss) and (grad_norm is None or math.isfinite(grad_norm)
-                                                or precision.mixed == "fp16")
-        if finite:
-            nonfinite = 0
+        fp16 = precision.mixed == "fp16"  # the loss scaler, not this check, handles fp16 gradient overflow
+        scaler_skipped = False
+        if math.isfinite(step_loss) and (grad_norm is None or math.isfinite(grad_norm) or fp16):
             optimizer.step()
-            if acc.optimizer_step_was_skipped:  # fp16 overflow: the scaler skipped it, so does the schedule
-                state["skipped_steps"] += 1
-            else:
+            scaler_skipped = acc.optimizer_step_was_skipped
+            if not scaler_skipped:  # an fp16 overflow skips the step, so the schedule does not advance either
                 scheduler.step()
-        else:
-            nonfinite += 1
+        skipped = guard.observe(loss=step_loss, grad_norm=grad_norm, fp16=fp16, scaler_skipped=scaler_skipped,
+                                loss_scale=_loss_scale(acc))
+        if skipped:
             state["skipped_steps"] += 1
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -133,14 +133,14 @@ def train(cfg: RunCfg) -> TrainResult:
                   "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm, "tokens": n_total,
                   "tokens_per_s": tokens_seen / max(1e-9, time.monotonic() - t_start),
                   "memory_gb": _memory_gb(acc.device), "rows": plan.step_rows(step - 1, order)}
-        if not finite:
+        if skipped:
             record["skipped"] = True
         metrics.write(record)
         progress.update(step, record, force=step % cfg.train.logging_steps == 0 or step == plan.total_steps)
-        if nonfinite >= cfg.train.max_nonfinite_steps:
+        if guard.stop:
             metrics.close()
-            raise TrainingError(f"the loss or gradient is not finite at step {step} (loss {step_loss}, grad norm "
-                                f"{grad_norm}) for {nonfinite} step(s) in a row; stopped. The last good "
+            raise TrainingError(f"{guard.last_reason} at step {step} (loss {step_loss}, grad norm {grad_norm}) for "
+                                f"{guard.in_a_row} step(s) in a row; stopped. The last good "
                                 f"checkpoint is kept ({state.get('last_checkpoint') or 'none saved yet'}). Lower "
                                 "learning_rate, or check the data")
 
@@ -207,6 +207,11 @@ def _due(strategy: str, step: int, every: int, plan: BatchPlan) -> bool:
     if strategy == "epoch":
         return step % plan.steps_per_epoch == 0
     return step % every == 0
+
+
+def _loss_scale(acc: Any) -> float | None:
+    scaler = getattr(acc, "scaler", None)
+    return float(scaler.get_scale()) if scaler is not None else None
 
 
 def _memory_gb(device: torch.device) -> float:
