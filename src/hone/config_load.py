@@ -126,7 +126,13 @@ def build(values: Mapping[str, Any], where: str = "") -> RunCfg:
     per_section: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for key, value in values.items():
         section, f = KEYS[key]
-        v = _coerce(key, value, _HINTS[section][key], where)
+        try:
+            v = _coerce(key, value, _HINTS[section][key], where)
+        except ConfigError:
+            if not f.metadata["secret"]:
+                raise
+            raise ConfigError(f"{where}key '{key}' must be a single text value (what was given is not shown: "
+                              "it is a secret)") from None
         choices = f.metadata["choices"]
         if choices is not None and v is not None:
             if isinstance(v, str):
