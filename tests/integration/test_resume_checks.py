@@ -108,3 +108,33 @@ def test_fresh_run_does_not_mix_with_an_earlier_one(tiny_cfg):
     assert sorted(p.name for p in again.run_dir.glob("checkpoint-*")) == ["checkpoint-3"]
     steps = [json.loads(x)["step"] for x in (again.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]  # no record of the replaced run
+
+
+def test_lora_resume_restores_the_adapter_bit_for_bit_and_the_trainable_flags(tiny_cfg, done, tiny_model_dir):
+    """Resume loads through the same calls as the loop: the adapter equals the checkpoint's exactly, base weights
+    stay frozen, and the first resumed loss is the uninterrupted run's (not the untrained model's)."""
+    from peft import get_peft_model_state_dict
+
+    from hone.config_derive import quant_bits
+    from hone.models.adapters import make_trainable
+    from hone.models.load import choose_precision, load_model
+    from hone.training.state import load_weights
+
+    ck = done.run_dir / "checkpoint-2"
+    cfg = hone.load_config({**tiny_cfg, "resume_from_checkpoint": str(ck)})
+    model = make_trainable(load_model(tiny_model_dir, cfg.model, choose_precision("fp32"), quant_bits=quant_bits(cfg)),
+                           cfg)
+    before = {n: p.requires_grad for n, p in model.named_parameters()}
+    load_weights(model, ck)
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == before
+    assert all(("lora_" in n) == flag for n, flag in before.items())
+    saved, loaded = load_file(ck / "adapter_model.safetensors"), get_peft_model_state_dict(model)
+    assert saved.keys() == loaded.keys()
+    assert all(torch.equal(saved[k], loaded[k].cpu()) for k in saved)
+
+    resumed = hone.train({**tiny_cfg, "resume_from_checkpoint": str(ck), "save_total_limit": -1})
+    after = [json.loads(x) for x in (done.run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = {r["step"]: r["loss"] for r in after if r["kind"] == "train"}
+    # the resumed run rewrote steps 3-4 of the same run directory: they equal the uninterrupted run's
+    assert [losses[3], losses[4]] == pytest.approx(done.train_losses[2:], abs=1e-6)
+    assert resumed.train_losses == pytest.approx(done.train_losses, abs=1e-6)

@@ -21,7 +21,7 @@ from ..errors import CheckpointError, TrainingError
 from ..models.adapters import add_neftune, make_trainable
 from ..models.load import choose_precision, load_model, load_tokenizer, resolve_model
 from ..templates import get_template
-from . import checkpoint as ckpt
+from . import checkpoint as ckpt, trace
 from .guard import NonFiniteGuard
 from .logging import MetricsLog, Progress, plot_loss
 from .loss import CausalLMLoss
@@ -88,7 +88,7 @@ def train(cfg: RunCfg) -> TrainResult:
     pad_id = tokenizer.pad_token_id
     params = [p for p in module.parameters() if p.requires_grad]
     guard, order_epoch, order = NonFiniteGuard(cfg.train.max_nonfinite_steps), -1, []
-    tokens_seen, t_start = 0, time.monotonic()
+    tokens_seen, t_start, tracing = 0, time.monotonic(), trace.enabled()
     module.train()
 
     step = state["global_step"]
@@ -104,7 +104,10 @@ def train(cfg: RunCfg) -> TrainResult:
         # is the loss summed over the whole accumulated global batch divided by its supervised tokens
         scale = world * accum / max(1, n_total)
         loss_sum = torch.zeros((), device=acc.device)
+        fed: list[str] = []
         for batch in batches:
+            if tracing:
+                fed += trace.rows_fed(batch)
             with acc.accumulate(module):
                 part, _ = module(**{k: v.to(acc.device) for k, v in batch.items()})
                 acc.backward(part * scale)
@@ -135,6 +138,8 @@ def train(cfg: RunCfg) -> TrainResult:
                   "memory_gb": _memory_gb(acc.device), "rows": plan.step_rows(step - 1, order)}
         if skipped:
             record["skipped"] = True
+        if tracing:
+            record["fed"] = fed
         metrics.write(record)
         progress.update(step, record, force=step % cfg.train.logging_steps == 0 or step == plan.total_steps)
         if guard.stop:
