@@ -73,3 +73,21 @@ def file_digest(path: Path) -> str:
                 for block in iter(lambda: fh.read(1 << 20), b""):
                     h.update(block)
     return h.hexdigest()
+
+
+def folder_fingerprint(folder: Path, manifest: str | None = None) -> str:
+    """A cheap digest of a model directory: of its manifest where hone wrote one (it holds every file's
+    sha256), else of every file's name and size and the bytes of the small ones (config, tokenizer)."""
+    if manifest is not None and (folder / manifest).is_file():
+        return "manifest:" + hashlib.sha256((folder / manifest).read_bytes()).hexdigest()
+    h = hashlib.sha256()
+    for p in sorted(folder.iterdir()):
+        if p.is_file():
+            size = p.stat().st_size
+            h.update(f"{p.name}\0{size}\0".encode())
+            if size <= _SMALL:
+                h.update(p.read_bytes())
+    return "files:" + h.hexdigest()
+
+
+_SMALL = 1 << 20

@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 from . import atomic
 from .errors import HoneError, TrainingError
-from .integrity import manifest_problems, write_manifest
+from .integrity import folder_fingerprint, manifest_problems, write_manifest
 
 log = logging.getLogger("hone")
 
@@ -62,6 +62,16 @@ class RunInfo:
             return True
         legacy = int(self.extra.get("layout", 1)) < LAYOUT  # written before final weights had a manifest
         return legacy and any((self.run_dir / f).is_file() for f in WEIGHT_FILES)
+
+    def base_model(self) -> str:
+        """The base model to load for this run: its recorded model directory (checked to be the one the run
+        trained on, where the run recorded its digest), else its model reference."""
+        if self.model_dir and Path(self.model_dir).is_dir() and self.extra.get("model_digest"):
+            if model_digest(Path(self.model_dir)) != self.extra["model_digest"]:
+                raise RunError(f"{self.run_dir / RUN_INFO}: model_dir {self.model_dir} is not the model this run "
+                               f"trained on (its files differ from those recorded when it trained on {self.model}). "
+                               "Restore that model, or name the base model yourself with --model")
+        return self.model_dir or self.model
 
     def weights_dir(self, which: str = "final") -> Path:
         """The folder holding the weights to use: ``final`` (the run directory once finished, else the last
@@ -109,6 +119,13 @@ def read_run(path: str | Path) -> RunInfo:
 def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
     """Write ``hone_run.json`` atomically (a kill leaves the old record or the new one)."""
     atomic.write_json(Path(run_dir) / RUN_INFO, info)
+
+
+def model_digest(model_dir: Path) -> str:
+    """A cheap digest of a base model directory (the model cache's manifest where it has one)."""
+    from .models.gguf import MANIFEST
+
+    return folder_fingerprint(Path(model_dir), MANIFEST)
 
 
 def write_final(run_dir: Path, write: Callable[[Path], None]) -> None:

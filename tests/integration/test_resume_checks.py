@@ -45,20 +45,23 @@ def test_missing_optimizer_named_unless_weights_only(tiny_cfg, done, caplog):
     assert res.global_step == 4 and "learning-rate schedule (warmup runs again)" in caplog.text
 
 
-def test_pickle_in_optimizer_file_is_refused_on_resume(tiny_cfg, done, tmp_path):
+@pytest.mark.parametrize("name", ["optimizer.pt", "rng_state.pt"])
+def test_pickle_in_resume_state_is_refused_on_resume(tiny_cfg, done, tmp_path, name):
     marker = tmp_path / "pwned"
 
     class Payload:
         def __reduce__(self):
             return (open, (str(marker), "w"))
 
+    from hone.integrity import file_digest
+
     ck = done.run_dir / "checkpoint-2"
-    torch.save({"state": Payload()}, ck / "optimizer.pt")
-    import json
+    torch.save({"state": Payload()}, ck / name)
+    # the manifest is rewritten to match, as someone planting the file would: the loader itself must refuse it
     manifest = json.loads((ck / "COMPLETE").read_text())
-    manifest["files"]["optimizer.pt"] = (ck / "optimizer.pt").stat().st_size
+    manifest["files"][name] = {"size": (ck / name).stat().st_size, "sha256": file_digest(ck / name)}
     (ck / "COMPLETE").write_text(json.dumps(manifest))
-    with pytest.raises(CheckpointError, match="refused to load"):
+    with pytest.raises(CheckpointError, match=f"{name}: refused to load"):
         hone.train({**tiny_cfg, "resume_from_checkpoint": str(ck)})
     assert not marker.exists()
 

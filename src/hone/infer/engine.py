@@ -55,7 +55,7 @@ class TransformersEngine:
     def load(cls, mcfg: ModelCfg, adapter: str | None = None, *, model_given: bool = True) -> "TransformersEngine":
         """Load the base model (or a run's) and merge an adapter directory if given."""
         run: RunInfo | None = read_run(adapter) if adapter and run_dir_of(adapter) else None
-        ref = mcfg.model if model_given or run is None else run.model_dir or run.model
+        ref = mcfg.model if model_given or run is None else run.base_model()
         adapter_path = Path(adapter) if adapter else None
         if adapter_path is not None and not adapter_path.is_dir():
             raise ModelError(f"adapter {adapter} does not exist")

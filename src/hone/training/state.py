@@ -149,7 +149,8 @@ def save_checkpoint(acc: Any, model: Any, optimizer: Any, scheduler: Any, state:
 
 
 def write_run_info(run_dir: Path, cfg: RunCfg, model_dir: Path, state: dict[str, Any]) -> None:
-    info = {"layout": runs.LAYOUT, "model": cfg.model.model, "model_dir": str(model_dir), "template": cfg.model.template,
+    info = {"layout": runs.LAYOUT, "model": cfg.model.model, "model_dir": str(model_dir),
+            "model_digest": runs.model_digest(model_dir), "template": cfg.model.template,
             "system": cfg.model.system, "method": method(cfg), "global_step": state.get("global_step", 0),
             "best_checkpoint": state.get("best_checkpoint"), "last_checkpoint": state.get("last_checkpoint")}
     runs.write_run_info(run_dir, info)
