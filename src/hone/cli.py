@@ -61,9 +61,10 @@ def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
             os.environ["HF_TOKEN"] = cfg.model.hub_token
         return _relaunch(cfg.train.nproc_per_node, ["train", *argv], cfg.train.master_port)
     setup_logging(os.environ.get("RANK", "0") == "0")
+    from .runs import repeated_run
     from .training.loop import train
 
-    result = train(cfg)
+    result = train(cfg, repeat_of=repeated_run(_split_config(rest)[0]))
     print(f"run directory: {result.run_dir}")
     if result.best_checkpoint:
         print(f"best checkpoint: {result.best_checkpoint}")

@@ -121,6 +121,40 @@ def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
     atomic.write_json(Path(run_dir) / RUN_INFO, info)
 
 
+def repeated_run(config: Any) -> Path | None:
+    """The run directory a config file was saved in (``hone_config.yaml``), when ``config`` is such a path."""
+    if not isinstance(config, (str, Path)) or not Path(config).is_file():
+        return None
+    return run_dir_of(Path(config).parent)
+
+
+def differences(old: RunInfo, new: dict[str, Any]) -> list[str]:
+    """What repeating a run needs that differs between its record and a new one: base model, template, data
+    and library versions (empty: none, or the old record predates them)."""
+    was = {"model_digest": old.extra.get("model_digest"), "template_digest": old.extra.get("template_digest"),
+           "versions": old.extra.get("versions") or {}, "data": old.extra.get("data")}
+    out = []
+    if was["model_digest"] and was["model_digest"] != new.get("model_digest"):
+        out.append(f"base model files ({old.model_dir} then, {new.get('model_dir')} now)")
+    if was["template_digest"] and was["template_digest"] != new.get("template_digest"):
+        out.append(f"chat template ({old.template} then, {new.get('template')} now)")
+    for lib, v in (new.get("versions") or {}).items():
+        if lib in was["versions"] and was["versions"][lib] != v:
+            out.append(f"{lib} {was['versions'][lib]} then, {v} now")
+    if was["data"] is not None:
+        then = {(d["split"], d["dataset"]): d for d in was["data"]}
+        now = {(d["split"], d["dataset"]): d for d in new.get("data") or []}
+        for key in sorted(then.keys() | now.keys()):
+            a, b = then.get(key), now.get(key)
+            if a is None or b is None:
+                out.append(f"{key[0]} dataset {key[1]} {'added' if a is None else 'removed'}")
+            elif a.get("sha256") != b.get("sha256"):
+                out.append(f"{key[0]} dataset {key[1]}: its files' content changed")
+            elif a.get("rows") != b.get("rows"):
+                out.append(f"{key[0]} dataset {key[1]}: rows {a.get('rows')} then, {b.get('rows')} now")
+    return out
+
+
 def model_digest(model_dir: Path) -> str:
     """A cheap digest of a base model directory (the model cache's manifest where it has one)."""
     from .models.gguf import MANIFEST

@@ -27,7 +27,9 @@ from .logging import MetricsLog, Progress, plot_loss
 from .loss import CausalLMLoss
 from .schedule import BatchPlan
 from .setup import build_optimizer, build_scheduler, make_accelerator, seed_everything
-from .state import load_weights, resume_state, run_dir_and_resume, save_checkpoint, save_weights, write_run_info
+from .record import run_record
+from .state import (load_weights, resume_state, run_dir_and_resume, save_checkpoint, save_weights, warn_differences,
+                    write_run_info)
 
 log = logging.getLogger("hone")
 
@@ -42,8 +44,9 @@ class TrainResult:
     eval_loss: float | None = None
 
 
-def train(cfg: RunCfg) -> TrainResult:
-    """Fine-tune ``cfg.model.model`` on ``cfg.data`` and return where the results are."""
+def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
+    """Fine-tune ``cfg.model.model`` on ``cfg.data`` and return where the results are; ``repeat_of``: the run
+    whose saved config this is (what differs from its record is listed in a warning)."""
     precision = choose_precision(cfg.model.dtype)
     acc = make_accelerator(cfg, precision.mixed)
     rank, world, accum = acc.process_index, acc.num_processes, cfg.train.gradient_accumulation_steps
@@ -73,11 +76,15 @@ def train(cfg: RunCfg) -> TrainResult:
     if exact_resume:
         _restore(resume_from.path, optimizer, scheduler, state, rank)
 
+    run_info: dict[str, Any] = {}  # hone_run.json's record: the main process writes it
     if acc.is_main_process:
         atomic.write_text(run_dir / "hone_config.yaml", dump_yaml(cfg))
         log.info("config (keys set; every key in %s):\n%s", run_dir / "hone_config.yaml",
                  "\n".join(f"  {k}: {v}" for k, v in changed_keys(cfg).items()))
-        write_run_info(run_dir, cfg, model_dir, state)
+        run_info = run_record(cfg, model_dir, template, data)
+        warn_differences(run_info, run_dir if resume_from is not None else repeat_of,
+                         "resumes" if resume_from is not None else "repeats")
+        write_run_info(run_dir, run_info, state)
         log.info("run directory: %s", run_dir)
         log.info("%d training rows, %d validation rows; %d steps (%d per epoch), %d rows per step",
                  len(data.train), len(data.val), plan.total_steps, plan.steps_per_epoch, plan.rows_per_step)
@@ -159,7 +166,7 @@ def train(cfg: RunCfg) -> TrainResult:
             break
     progress.close()
     metrics.close()
-    return _finish(acc, model, tokenizer, run_dir, cfg, state, model_dir)
+    return _finish(acc, model, tokenizer, run_dir, cfg, state, run_info)
 
 
 def _restore(path: Path, optimizer: Any, scheduler: Any, state: dict[str, Any], rank: int) -> None:
@@ -247,7 +254,7 @@ def evaluate(module: Any, rows: list[Encoded], acc: Any, batch_size: int, pad_id
 
 
 def _finish(acc: Any, model: Any, tokenizer: Any, run_dir: Path, cfg: RunCfg, state: dict[str, Any],
-            model_dir: Path) -> TrainResult:
+            run_info: dict[str, Any]) -> TrainResult:
     last = Path(state["last_checkpoint"]) if state.get("last_checkpoint") else None
     best = run_dir / f"checkpoint-{state['best_step']}" if state.get("best_step") else last
     if best is not None and not best.exists():
@@ -255,7 +262,7 @@ def _finish(acc: Any, model: Any, tokenizer: Any, run_dir: Path, cfg: RunCfg, st
     if acc.is_main_process:
         runs.write_final(run_dir, lambda d: save_weights(acc.unwrap_model(model), d, tokenizer))
         state["best_checkpoint"] = str(best) if best else None
-        write_run_info(run_dir, cfg, model_dir, state)
+        write_run_info(run_dir, run_info, state)
         if cfg.train.plot_loss:
             plot_loss(run_dir)
         log.info("done: %d steps; final weights in %s%s", state["global_step"], run_dir,
