@@ -24,9 +24,10 @@ def load_config(source: Any = None, overrides: Any = None, *,
 
 def train(cfg: Any = None, **overrides: Any) -> "TrainResult":
     """Fine-tune: ``hone.train("run.yaml")``, ``hone.train({...})`` or ``hone.train(cfg, max_steps=10)``."""
+    from .runs import repeated_run
     from .training.loop import train as _train
 
-    return _train(_cfg(cfg, overrides, "train"))
+    return _train(_cfg(cfg, overrides, "train"), repeat_of=repeated_run(cfg))
 
 
 def check_data(cfg: Any = None, **overrides: Any) -> str:

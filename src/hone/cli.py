@@ -58,16 +58,39 @@ def _load(rest: Sequence[str], command: str) -> "LoadedConfig":
 def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
     cfg = _load(rest, "train").cfg
     if cfg.train.nproc_per_node > 1 and "LOCAL_RANK" not in os.environ:
-        return _relaunch(cfg.train.nproc_per_node, ["train", *rest], cfg.train.master_port)
+        argv, secret = _strip_token(rest)
+        if secret:  # the processes get it through the environment: an argv is visible to anyone running `ps`
+            os.environ["HF_TOKEN"] = cfg.model.hub_token
+        return _relaunch(cfg.train.nproc_per_node, ["train", *argv], cfg.train.master_port)
     setup_logging(os.environ.get("RANK", "0") == "0")
+    from .runs import repeated_run
     from .training.loop import train
 
-    result = train(cfg)
+    result = train(cfg, repeat_of=repeated_run(_split_config(rest)[0]))
     print(f"run directory: {result.run_dir}")
     if result.best_checkpoint:
         print(f"best checkpoint: {result.best_checkpoint}")
     print(f"talk to it: hone chat --adapter {result.run_dir}")
     return 0
+
+
+def _strip_token(tokens: Sequence[str]) -> tuple[list[str], bool]:
+    """The command-line tokens without the hub token (any spelling, ``--key v`` or ``--key=v``); True if it
+    was there."""
+    from .config.aliases import ALIASES
+
+    names = {"hub_token"} | {a for a, (target, _) in ALIASES.items() if target == "hub_token"}
+    out, found, skipping = [], False, False
+    for tok in tokens:
+        if tok.startswith("--") and len(tok) > 2:
+            skipping = tok[2:].split("=", 1)[0] in names
+            found = found or skipping
+            if skipping and "=" in tok:
+                skipping = False
+                continue
+        if not skipping:
+            out.append(tok)
+    return out, found
 
 
 def _relaunch(nproc: int, argv: list[str], master_port: int | None = None) -> int:

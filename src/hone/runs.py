@@ -9,22 +9,29 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
+import os
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from . import atomic
 from .errors import HoneError, TrainingError
+from .integrity import folder_fingerprint, manifest_problems, write_manifest
 
 log = logging.getLogger("hone")
 
 RUN_INFO = "hone_run.json"
 CONFIG_FILE = "hone_config.yaml"
 METRICS_FILE = "metrics.jsonl"
+FINAL_MANIFEST = "final_weights.json"
+CHECKPOINT_MANIFEST = "COMPLETE"
+LAYOUT = 2
+"""Runs from this layout on write their final weights with a manifest; without one they are unfinished."""
 WEIGHT_FILES = ("adapter_model.safetensors", "model.safetensors", "model.safetensors.index.json")
-_RUN_FILES = (METRICS_FILE, "loss.png", RUN_INFO)
+_RUN_FILES = (METRICS_FILE, "loss.png", RUN_INFO, FINAL_MANIFEST)
+_FINAL_STAGING = ".tmp-final"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 
@@ -50,8 +57,21 @@ class RunInfo:
 
     @property
     def finished(self) -> bool:
-        """The run wrote its final weights into the run directory."""
-        return any((self.run_dir / f).is_file() for f in WEIGHT_FILES)
+        """The run wrote its final weights into the run directory (completely: their manifest is there)."""
+        if (self.run_dir / FINAL_MANIFEST).is_file():
+            return True
+        legacy = int(self.extra.get("layout", 1)) < LAYOUT  # written before final weights had a manifest
+        return legacy and any((self.run_dir / f).is_file() for f in WEIGHT_FILES)
+
+    def base_model(self) -> str:
+        """The base model to load for this run: its recorded model directory (checked to be the one the run
+        trained on, where the run recorded its digest), else its model reference."""
+        if self.model_dir and Path(self.model_dir).is_dir() and self.extra.get("model_digest"):
+            if model_digest(Path(self.model_dir)) != self.extra["model_digest"]:
+                raise RunError(f"{self.run_dir / RUN_INFO}: model_dir {self.model_dir} is not the model this run "
+                               f"trained on (its files differ from those recorded when it trained on {self.model}). "
+                               "Restore that model, or name the base model yourself with --model")
+        return self.model_dir or self.model
 
     def weights_dir(self, which: str = "final") -> Path:
         """The folder holding the weights to use: ``final`` (the run directory once finished, else the last
@@ -64,6 +84,7 @@ class RunInfo:
                 Path(self.best_checkpoint) if w == "best" and self.best_checkpoint else \
                 Path(self.last_checkpoint) if w == "last" and self.last_checkpoint else None
             if p is not None and p.is_dir():
+                verify_weights(p)
                 return p
         raise RunError(f"{self.run_dir} holds no weights yet (no final weights and no checkpoint)")
 
@@ -98,6 +119,85 @@ def read_run(path: str | Path) -> RunInfo:
 def write_run_info(run_dir: Path, info: dict[str, Any]) -> None:
     """Write ``hone_run.json`` atomically (a kill leaves the old record or the new one)."""
     atomic.write_json(Path(run_dir) / RUN_INFO, info)
+
+
+def repeated_run(config: Any) -> Path | None:
+    """The run directory a config file was saved in (``hone_config.yaml``), when ``config`` is such a path."""
+    if not isinstance(config, (str, Path)) or not Path(config).is_file():
+        return None
+    return run_dir_of(Path(config).parent)
+
+
+def differences(old: RunInfo, new: dict[str, Any]) -> list[str]:
+    """What repeating a run needs that differs between its record and a new one: base model, template, data
+    and library versions (empty: none, or the old record predates them)."""
+    was = {"model_digest": old.extra.get("model_digest"), "template_digest": old.extra.get("template_digest"),
+           "versions": old.extra.get("versions") or {}, "data": old.extra.get("data")}
+    out = []
+    if was["model_digest"] and was["model_digest"] != new.get("model_digest"):
+        out.append(f"base model files ({old.model_dir} then, {new.get('model_dir')} now)")
+    if was["template_digest"] and was["template_digest"] != new.get("template_digest"):
+        out.append(f"chat template ({old.template} then, {new.get('template')} now)")
+    for lib, v in (new.get("versions") or {}).items():
+        if lib in was["versions"] and was["versions"][lib] != v:
+            out.append(f"{lib} {was['versions'][lib]} then, {v} now")
+    if was["data"] is not None:
+        then = {(d["split"], d["dataset"]): d for d in was["data"]}
+        now = {(d["split"], d["dataset"]): d for d in new.get("data") or []}
+        for key in sorted(then.keys() | now.keys()):
+            a, b = then.get(key), now.get(key)
+            if a is None or b is None:
+                out.append(f"{key[0]} dataset {key[1]} {'added' if a is None else 'removed'}")
+            elif a.get("sha256") != b.get("sha256"):
+                out.append(f"{key[0]} dataset {key[1]}: its files' content changed")
+            elif a.get("rows") != b.get("rows"):
+                out.append(f"{key[0]} dataset {key[1]}: rows {a.get('rows')} then, {b.get('rows')} now")
+    return out
+
+
+def model_digest(model_dir: Path) -> str:
+    """A cheap digest of a base model directory (the model cache's manifest where it has one)."""
+    from .models.gguf import MANIFEST
+
+    return folder_fingerprint(Path(model_dir), MANIFEST)
+
+
+def write_final(run_dir: Path, write: Callable[[Path], None]) -> None:
+    """Write a run's final weights: ``write(folder)`` fills a staging folder, which gets a manifest (sizes and
+    sha256) and is moved file by file into ``run_dir``, the manifest last, so a run directory holding a
+    manifest holds every file it names, and one without it is read as unfinished."""
+    run_dir = Path(run_dir)
+    staging = run_dir / _FINAL_STAGING
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir()
+    write(staging)
+    write_manifest(staging, FINAL_MANIFEST)
+    (run_dir / FINAL_MANIFEST).unlink(missing_ok=True)  # from here until the end, the run reads as unfinished
+    atomic.fsync_dir(run_dir)
+    for p in sorted(staging.iterdir()):
+        if p.name != FINAL_MANIFEST:
+            os.replace(p, run_dir / p.name)
+    atomic.fsync_dir(run_dir)
+    os.replace(staging / FINAL_MANIFEST, run_dir / FINAL_MANIFEST)
+    atomic.fsync_dir(run_dir)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
+def verify_weights(folder: Path) -> None:
+    """Check a run's final weights or a checkpoint against their manifest, digests included; RunError names
+    every damaged or missing file. Folders hone did not write (no manifest at all) are left to the loader."""
+    folder = Path(folder)
+    for name in (FINAL_MANIFEST, CHECKPOINT_MANIFEST):
+        if (folder / name).is_file():
+            wrong = manifest_problems(folder, name, digests=True)
+            if wrong:
+                raise RunError(f"{folder} is damaged: {'; '.join(wrong)}. Use another checkpoint of the run "
+                               "(or train again)")
+            return
+    if run_dir_of(folder) == folder and not read_run(folder).finished:
+        raise RunError(f"{folder} holds no complete final weights (the run did not finish writing them); "
+                       "use one of its checkpoints")
 
 
 def slug(ref: str) -> str:

@@ -45,20 +45,23 @@ def test_missing_optimizer_named_unless_weights_only(tiny_cfg, done, caplog):
     assert res.global_step == 4 and "learning-rate schedule (warmup runs again)" in caplog.text
 
 
-def test_pickle_in_optimizer_file_is_refused_on_resume(tiny_cfg, done, tmp_path):
+@pytest.mark.parametrize("name", ["optimizer.pt", "rng_state.pt"])
+def test_pickle_in_resume_state_is_refused_on_resume(tiny_cfg, done, tmp_path, name):
     marker = tmp_path / "pwned"
 
     class Payload:
         def __reduce__(self):
             return (open, (str(marker), "w"))
 
+    from hone.integrity import file_digest
+
     ck = done.run_dir / "checkpoint-2"
-    torch.save({"state": Payload()}, ck / "optimizer.pt")
-    import json
+    torch.save({"state": Payload()}, ck / name)
+    # the manifest is rewritten to match, as someone planting the file would: the loader itself must refuse it
     manifest = json.loads((ck / "COMPLETE").read_text())
-    manifest["files"]["optimizer.pt"] = (ck / "optimizer.pt").stat().st_size
+    manifest["files"][name] = {"size": (ck / name).stat().st_size, "sha256": file_digest(ck / name)}
     (ck / "COMPLETE").write_text(json.dumps(manifest))
-    with pytest.raises(CheckpointError, match="refused to load"):
+    with pytest.raises(CheckpointError, match=f"{name}: refused to load"):
         hone.train({**tiny_cfg, "resume_from_checkpoint": str(ck)})
     assert not marker.exists()
 
@@ -108,3 +111,33 @@ def test_fresh_run_does_not_mix_with_an_earlier_one(tiny_cfg):
     assert sorted(p.name for p in again.run_dir.glob("checkpoint-*")) == ["checkpoint-3"]
     steps = [json.loads(x)["step"] for x in (again.run_dir / "metrics.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3]  # no record of the replaced run
+
+
+def test_lora_resume_restores_the_adapter_bit_for_bit_and_the_trainable_flags(tiny_cfg, done, tiny_model_dir):
+    """Resume loads through the same calls as the loop: the adapter equals the checkpoint's exactly, base weights
+    stay frozen, and the first resumed loss is the uninterrupted run's (not the untrained model's)."""
+    from peft import get_peft_model_state_dict
+
+    from hone.config.derive import quant_bits
+    from hone.models.adapters import make_trainable
+    from hone.models.load import choose_precision, load_model
+    from hone.training.state import load_weights
+
+    ck = done.run_dir / "checkpoint-2"
+    cfg = hone.load_config({**tiny_cfg, "resume_from_checkpoint": str(ck)})
+    model = make_trainable(load_model(tiny_model_dir, cfg.model, choose_precision("fp32"), quant_bits=quant_bits(cfg)),
+                           cfg)
+    before = {n: p.requires_grad for n, p in model.named_parameters()}
+    load_weights(model, ck)
+    assert {n: p.requires_grad for n, p in model.named_parameters()} == before
+    assert all(("lora_" in n) == flag for n, flag in before.items())
+    saved, loaded = load_file(ck / "adapter_model.safetensors"), get_peft_model_state_dict(model)
+    assert saved.keys() == loaded.keys()
+    assert all(torch.equal(saved[k], loaded[k].cpu()) for k in saved)
+
+    resumed = hone.train({**tiny_cfg, "resume_from_checkpoint": str(ck), "save_total_limit": -1})
+    after = [json.loads(x) for x in (done.run_dir / "metrics.jsonl").read_text().splitlines()]
+    losses = {r["step"]: r["loss"] for r in after if r["kind"] == "train"}
+    # the resumed run rewrote steps 3-4 of the same run directory: they equal the uninterrupted run's
+    assert [losses[3], losses[4]] == pytest.approx(done.train_losses[2:], abs=1e-6)
+    assert resumed.train_losses == pytest.approx(done.train_losses, abs=1e-6)

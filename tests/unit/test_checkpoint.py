@@ -116,3 +116,61 @@ def test_bogus_path(tmp_path):
     with pytest.raises(CheckpointError, match="no valid checkpoint at"):
         ckpt.find(str(tmp_path / "nope"), tmp_path / "nope")
     assert ckpt.find("auto", tmp_path) is None
+
+
+class _Killed(BaseException):
+    """Stands for SIGKILL: nothing after it runs, no `except Exception` catches it."""
+
+
+@pytest.mark.parametrize("killed_at", [0, 1])
+def test_a_kill_while_replacing_a_checkpoint_loses_nothing(tmp_path, monkeypatch, killed_at):
+    _save(tmp_path, 4)
+    real, calls = os.rename, []
+
+    def rename(src, dst):
+        calls.append((src, dst))
+        if len(calls) - 1 == killed_at:
+            raise _Killed
+        return real(src, dst)
+
+    monkeypatch.setattr(os, "rename", rename)
+    with pytest.raises(_Killed):
+        _save(tmp_path, 4, weights=lambda d: (d / "adapter_model.safetensors").write_bytes(b"n" * 10))
+    monkeypatch.setattr(os, "rename", real)
+    ckpt.sweep_staging(tmp_path)  # what the next run does first
+    assert [c.step for c in ckpt.list_checkpoints(tmp_path)] == [4]
+    assert (tmp_path / "checkpoint-4" / "adapter_model.safetensors").read_bytes() in (b"w" * 10, b"n" * 10)
+    assert ckpt.problems(tmp_path / "checkpoint-4", digests=True) == []
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_sweep_recovers_a_complete_staged_checkpoint_and_drops_incomplete_ones(tmp_path):
+    staged = _save(tmp_path, 4).rename(tmp_path / ".tmp-checkpoint-4")  # killed before its rename
+    aside = _save(tmp_path, 6).rename(tmp_path / ".old-checkpoint-6")
+    cut = tmp_path / ".tmp-checkpoint-8"
+    cut.mkdir()
+    (cut / "adapter_model.safetensors").write_bytes(b"partial")
+    ckpt.sweep_staging(tmp_path)
+    assert [c.step for c in ckpt.list_checkpoints(tmp_path)] == [4, 6]
+    assert not staged.exists() and not aside.exists() and not cut.exists()
+
+
+def test_a_damaged_file_of_the_same_size_is_named_on_resume(tmp_path):
+    path = _save(tmp_path, 2)
+    weights = path / "adapter_model.safetensors"
+    weights.write_bytes(b"w" * 9 + b"x")  # one flipped byte: the size still matches
+    assert ckpt.is_complete(path)  # listing stays cheap (sizes)
+    with pytest.raises(CheckpointError, match=r"checkpoint-2 is damaged: adapter_model.safetensors is damaged"):
+        ckpt.load_state(ckpt.Checkpoint(path, 2), weights_only=False)
+    with pytest.raises(CheckpointError, match="adapter_model.safetensors is damaged"):
+        ckpt.load_state(ckpt.Checkpoint(path, 2), weights_only=True)
+    manifest = json.loads((path / ckpt.COMPLETE).read_text())
+    assert len(manifest["files"]["adapter_model.safetensors"]["sha256"]) == 64
+
+
+def test_checkpoints_with_a_size_only_manifest_still_load(tmp_path):
+    path = _save(tmp_path, 2)
+    manifest = json.loads((path / ckpt.COMPLETE).read_text())
+    manifest["files"] = {f: r["size"] for f, r in manifest["files"].items()}
+    (path / ckpt.COMPLETE).write_text(json.dumps(manifest))
+    assert ckpt.load_state(ckpt.find("auto", tmp_path), weights_only=False)["global_step"] == 2

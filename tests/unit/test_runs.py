@@ -64,3 +64,45 @@ def test_new_and_latest_run_dirs(tmp_path):
     b.mkdir()
     assert runs.latest_run_dir(out, "org/My Model", True) == b
     assert runs.new_run_dir(out, "m", False) == out
+
+
+def _final(d):
+    runs.write_run_info(d, {"model": "m", "layout": runs.LAYOUT})
+    runs.write_final(d, lambda f: [(f / "adapter_model.safetensors").write_bytes(b"a" * 32),
+                                   (f / "adapter_config.json").write_text("{}")])
+
+
+def test_final_weights_carry_a_manifest_and_damage_is_named(tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    _final(d)
+    assert runs.read_run(d).weights_dir() == d and not (d / ".tmp-final").exists()
+    (d / "adapter_model.safetensors").write_bytes(b"a" * 31 + b"b")
+    with pytest.raises(runs.RunError, match=r"run is damaged: adapter_model.safetensors is damaged"):
+        runs.read_run(d).weights_dir()
+
+
+def test_final_weights_cut_by_a_kill_read_as_unfinished(tmp_path):
+    d = tmp_path / "run"
+    d.mkdir()
+    ck = d / "checkpoint-4"
+    ck.mkdir()
+    (ck / "adapter_model.safetensors").write_bytes(b"c")
+    runs.write_run_info(d, {"model": "m", "layout": runs.LAYOUT, "last_checkpoint": str(ck)})
+    (d / "adapter_model.safetensors").write_bytes(b"half")  # moved in, but the manifest never followed
+    assert not runs.read_run(d).finished
+    assert runs.read_run(d).weights_dir() == ck
+    with pytest.raises(runs.RunError, match="no complete final weights"):
+        runs.verify_weights(d)
+
+
+def test_metrics_rewritten_on_resume_replace_the_file_rather_than_truncate_it(tmp_path):
+    from hone.training.logging import MetricsLog
+
+    path = tmp_path / runs.METRICS_FILE
+    text = "".join(json.dumps({"kind": "train", "step": s}) + "\n" for s in range(1, 7))
+    path.write_text(text)
+    with path.open() as reader:  # a reader (or a kill) mid-rewrite sees the old file whole, never a cut one
+        MetricsLog(tmp_path, (), None, {}, resume_step=4)
+        assert reader.read() == text
+    assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2, 3, 4]

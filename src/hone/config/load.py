@@ -135,7 +135,13 @@ def build(values: Mapping[str, Any], where: str = "", sections: Collection[str] 
         section, f = KEYS[key]
         if section not in per_section:
             continue
-        v = _coerce(key, value, _HINTS[section][key], where)
+        try:
+            v = _coerce(key, value, _HINTS[section][key], where)
+        except ConfigError:
+            if not f.metadata["secret"]:
+                raise
+            raise ConfigError(f"{where}key '{key}' must be a single text value (what was given is not shown: "
+                              "it is a secret)") from None
         choices = f.metadata["choices"]
         if choices is not None and v is not None:
             if isinstance(v, str):

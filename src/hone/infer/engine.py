@@ -16,7 +16,7 @@ import torch
 from ..config import GenCfg, ModelCfg
 from ..data.conversation import Message
 from ..errors import ModelError
-from ..runs import RunInfo, read_run, run_dir_of
+from ..runs import RunInfo, read_run, run_dir_of, verify_weights
 from ..models.load import choose_precision, load_model, load_tokenizer, resolve_model
 from ..templates import Template, get_template
 
@@ -55,10 +55,12 @@ class TransformersEngine:
     def load(cls, mcfg: ModelCfg, adapter: str | None = None, *, model_given: bool = True) -> "TransformersEngine":
         """Load the base model (or a run's) and merge an adapter directory if given."""
         run: RunInfo | None = read_run(adapter) if adapter and run_dir_of(adapter) else None
-        ref = mcfg.model if model_given or run is None else run.model_dir or run.model
+        ref = mcfg.model if model_given or run is None else run.base_model()
         adapter_path = Path(adapter) if adapter else None
         if adapter_path is not None and not adapter_path.is_dir():
             raise ModelError(f"adapter {adapter} does not exist")
+        if adapter_path is not None and run is not None:
+            verify_weights(adapter_path)  # a damaged or half-written file is named, not loaded
         full = adapter_path is not None and (adapter_path / "config.json").is_file() and \
             not (adapter_path / "adapter_config.json").is_file()
         model_dir = adapter_path if full else resolve_model(ref, revision=mcfg.model_revision, token=mcfg.hub_token)

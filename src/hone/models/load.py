@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
+import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -169,6 +170,10 @@ def load_model(model_dir: Path, cfg: ModelCfg, precision: Precision, *, quant_bi
             raise ModelError(f"{model_dir}: this model cannot use attn_impl {cfg.attn_impl} ({str(e)[:200]}). "
                              "Use attn_impl: auto (the best the model supports) or eager") from None
         raise ModelError(f"{model_dir}: cannot load the model ({type(e).__name__}: {str(e)[:300]})") from None
+    except pickle.UnpicklingError:  # torch.load(weights_only=True) met a pickle that is more than tensors
+        raise ModelError(f"{model_dir}: refused to load its pickled weights (.bin/.pt): they hold objects other than "
+                         "tensors, and loading them could run code. Use a copy in safetensors format from a source "
+                         "you trust") from None
     return model
 
 

@@ -1,9 +1,11 @@
 """Checkpoints: written atomically, found again, resumed exactly, rotated keeping the best and the last.
 
-A checkpoint is staged in ``.tmp-checkpoint-N``; its ``COMPLETE`` manifest (every file and its size) is
-written last, and only then is the folder renamed to ``checkpoint-N``. A kill at any moment leaves either
-a complete checkpoint or a staging folder, which the next run sweeps. Nothing is unpickled on resume:
-state is JSON, safetensors, or tensors read with ``torch.load(weights_only=True)``.
+A checkpoint is staged in ``.tmp-checkpoint-N``; its ``COMPLETE`` manifest (every file, its size and
+sha256) is written last, and only then is the folder renamed to ``checkpoint-N``. An existing
+``checkpoint-N`` is first renamed aside to ``.old-checkpoint-N`` and deleted only once the new one is in
+place, so at every moment one complete copy exists under one of the three names; the next run's sweep puts
+a complete staged or aside folder back in place and deletes only incomplete ones. Nothing is unpickled on
+resume: state is JSON, safetensors, or tensors read with ``torch.load(weights_only=True)``.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
+from ..atomic import fsync_dir, write_text
 from ..integrity import manifest_problems, write_manifest
 
 log = logging.getLogger("hone")
@@ -31,23 +34,13 @@ OPTIMIZER = "optimizer.pt"
 SCHEDULER = "scheduler.json"
 RNG = "rng_state.pt"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
+_STAGED = re.compile(r"^\.(tmp|old)-checkpoint-(\d+)$")
 
 
 @dataclass(frozen=True)
 class Checkpoint:
     path: Path
     step: int
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError:
-        pass
 
 
 def rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -87,17 +80,14 @@ def save(run_dir: Path, step: int, *, save_weights, optimizer: Any, scheduler: A
         save_weights(staging)
         if not weights_only:
             torch.save(optimizer.state_dict(), staging / OPTIMIZER)
-            (staging / SCHEDULER).write_text(json.dumps(scheduler.state_dict()))
+            write_text(staging / SCHEDULER, json.dumps(scheduler.state_dict()))
             tensors = {f"rank{r}.{k}": v for r, (t, _) in rank_rng.items() for k, v in t.items()}
             torch.save(tensors, staging / RNG)
             state = {**state, "rng": {str(r): p for r, (_, p) in rank_rng.items()}}
-        (staging / STATE).write_text(json.dumps(state, indent=1))
+        write_text(staging / STATE, json.dumps(state, indent=1))
         write_manifest(staging, COMPLETE, step=step, weights_only=weights_only)
-        _fsync_dir(staging)
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(staging, final)
-        _fsync_dir(run_dir)
+        fsync_dir(staging)
+        _replace(staging, final)
     except OSError as e:
         shutil.rmtree(staging, ignore_errors=True)
         raise CheckpointError(f"could not write checkpoint {final} ({e.strerror or e}); earlier checkpoints are "
@@ -105,9 +95,23 @@ def save(run_dir: Path, step: int, *, save_weights, optimizer: Any, scheduler: A
     return final
 
 
-def problems(path: Path) -> list[str]:
-    """What is wrong with a checkpoint folder (empty: complete); names every missing or cut file."""
-    return manifest_problems(path, COMPLETE)
+def _replace(staging: Path, final: Path) -> None:
+    """Put ``staging`` in ``final``'s place with no moment at which neither exists complete."""
+    aside = final.parent / f".old-{final.name}"
+    if aside.exists():
+        shutil.rmtree(aside)
+    if final.exists():
+        os.rename(final, aside)
+    os.rename(staging, final)
+    fsync_dir(final.parent)
+    if aside.exists():
+        shutil.rmtree(aside)
+
+
+def problems(path: Path, *, digests: bool = False) -> list[str]:
+    """What is wrong with a checkpoint folder (empty: complete); names every missing, cut or (with
+    ``digests``) damaged file."""
+    return manifest_problems(path, COMPLETE, digests=digests)
 
 
 def is_complete(path: Path) -> bool:
@@ -127,10 +131,23 @@ def list_checkpoints(run_dir: Path) -> list[Checkpoint]:
 
 
 def sweep_staging(run_dir: Path) -> None:
-    """Remove staging folders a killed save left behind."""
-    if run_dir.is_dir():
-        for p in run_dir.glob(".tmp-checkpoint-*"):
-            log.info("removing incomplete checkpoint %s", p)
+    """Settle what a killed save left behind: a complete staged (``.tmp-``) or set-aside (``.old-``) folder
+    whose ``checkpoint-N`` is missing or incomplete is put in its place; every other leftover is removed."""
+    if not run_dir.is_dir():
+        return
+    # the staged copy is newer than the aside one, so it is tried first
+    leftovers = sorted((p for p in run_dir.iterdir() if _STAGED.match(p.name)),
+                       key=lambda p: (p.name.startswith(".old-"), p.name))
+    for p in leftovers:
+        final = run_dir / p.name.split("-", 1)[1]
+        if not is_complete(final) and is_complete(p):
+            log.warning("recovering checkpoint %s from %s, which a killed save left complete", final.name, p.name)
+            if final.exists():
+                shutil.rmtree(final)
+            os.rename(p, final)
+            fsync_dir(run_dir)
+        else:
+            log.info("removing %s, left by a killed save", p)
             shutil.rmtree(p, ignore_errors=True)
 
 
@@ -179,6 +196,10 @@ def load_state(ckpt: Checkpoint, *, weights_only: bool) -> dict[str, Any]:
             if not (ckpt.path / f).is_file():
                 raise CheckpointError(f"{ckpt.path} is missing {f}; it cannot resume exactly. Use "
                                       "resume_weights_only: true to start from its weights alone")
+    damaged = [w for w in problems(ckpt.path, digests=True) if not w.startswith("missing ")]
+    if damaged:
+        raise CheckpointError(f"{ckpt.path} is damaged: {'; '.join(damaged)}. Resume from an earlier checkpoint "
+                              "(pass its folder as resume_from_checkpoint)")
     try:
         return json.loads((ckpt.path / STATE).read_text())
     except (OSError, ValueError) as e:

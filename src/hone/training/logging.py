@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import atomic
+
 log = logging.getLogger("hone")
 
 
@@ -78,7 +80,7 @@ class MetricsLog:
             return
         if resume_step is not None:
             kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept), encoding="utf-8")
+            atomic.write_text(self.path, "".join(json.dumps(r) + "\n" for r in kept))
         if "tensorboard" in report_to:
             if importlib.util.find_spec("tensorboard") is not None:
                 from torch.utils.tensorboard import SummaryWriter

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .. import atomic, runs
 from ..config import RunCfg, changed_keys, dump_yaml, to_dict
 from ..config.derive import eval_batch_size, quant_bits, report_to, save_steps
 from ..data.encode import Encoded
@@ -19,13 +20,16 @@ from ..errors import CheckpointError, TrainingError
 from ..models.adapters import add_neftune, make_trainable
 from ..models.load import choose_precision, load_model, load_tokenizer, model_type, resolve_model
 from ..templates import get_template
-from . import checkpoint as ckpt
+from . import checkpoint as ckpt, trace
+from .guard import NonFiniteGuard
 from .logging import MetricsLog, Progress, plot_loss
 from .loss import loss_family
 from .objective import SFT, Objective
 from .schedule import BatchPlan
 from .setup import build_optimizer, build_scheduler, make_accelerator, seed_everything
-from .state import load_weights, resume_state, run_dir_and_resume, save_checkpoint, save_weights, write_run_info
+from .record import run_record
+from .state import (load_weights, resume_state, run_dir_and_resume, save_checkpoint, save_weights, warn_differences,
+                    write_run_info)
 
 log = logging.getLogger("hone")
 
@@ -40,8 +44,9 @@ class TrainResult:
     eval_loss: float | None = None
 
 
-def train(cfg: RunCfg) -> TrainResult:
-    """Fine-tune ``cfg.model.model`` on ``cfg.data`` and return where the results are."""
+def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
+    """Fine-tune ``cfg.model.model`` on ``cfg.data`` and return where the results are; ``repeat_of``: the run
+    whose saved config this is (what differs from its record is listed in a warning)."""
     precision = choose_precision(cfg.model.dtype)
     acc = make_accelerator(cfg, precision.mixed)
     rank, world, accum = acc.process_index, acc.num_processes, cfg.train.gradient_accumulation_steps
@@ -73,11 +78,15 @@ def train(cfg: RunCfg) -> TrainResult:
     if exact_resume:
         _restore(resume_from.path, optimizer, scheduler, state, rank)
 
+    run_info: dict[str, Any] = {}  # hone_run.json's record: the main process writes it
     if acc.is_main_process:
-        (run_dir / "hone_config.yaml").write_text(dump_yaml(cfg), encoding="utf-8")
+        atomic.write_text(run_dir / "hone_config.yaml", dump_yaml(cfg))
         log.info("config (keys set; every key in %s):\n%s", run_dir / "hone_config.yaml",
                  "\n".join(f"  {k}: {v}" for k, v in changed_keys(cfg).items()))
-        write_run_info(run_dir, cfg, model_dir, state)
+        run_info = run_record(cfg, model_dir, template, data)
+        warn_differences(run_info, run_dir if resume_from is not None else repeat_of,
+                         "resumes" if resume_from is not None else "repeats")
+        write_run_info(run_dir, run_info, state)
         log.info("run directory: %s", run_dir)
         log.info("%d training rows, %d validation rows; %d steps (%d per epoch), %d rows per step",
                  len(data.train), len(data.val), plan.total_steps, plan.steps_per_epoch, plan.rows_per_step)
@@ -86,8 +95,8 @@ def train(cfg: RunCfg) -> TrainResult:
                          resume_step=state["global_step"] if resume_from is not None else None)
     progress = Progress(plan.total_steps, state["global_step"], enabled=acc.is_main_process)
     params = [p for p in module.parameters() if p.requires_grad]
-    nonfinite, order_epoch, order = 0, -1, []
-    tokens_seen, t_start = 0, time.monotonic()
+    guard, order_epoch, order = NonFiniteGuard(cfg.train.max_nonfinite_steps), -1, []
+    tokens_seen, t_start, tracing = 0, time.monotonic(), trace.enabled()
     module.train()
 
     step = state["global_step"]
@@ -102,7 +111,10 @@ def train(cfg: RunCfg) -> TrainResult:
         # is the loss summed over the whole accumulated global batch divided by its supervised tokens
         scale = world * accum / max(1, n_total)
         loss_sum = torch.zeros((), device=acc.device)
+        fed: list[str] = []
         for batch in batches:
+            if tracing:
+                fed += trace.rows_fed(batch)
             with acc.accumulate(module):
                 part, _ = module(**{k: v.to(acc.device) for k, v in batch.items()})
                 acc.backward(part * scale)
@@ -110,17 +122,16 @@ def train(cfg: RunCfg) -> TrainResult:
         step_loss = float(acc.reduce(loss_sum, reduction="sum")) / max(1, n_total)
         norm = acc.clip_grad_norm_(params, cfg.train.max_grad_norm or float("inf"))
         grad_norm = float(norm) if norm is not None else None
-        finite = math.isfinite(step_loss) and (grad_norm is None or math.isfinite(grad_norm)
-                                                or precision.mixed == "fp16")
-        if finite:
-            nonfinite = 0
+        fp16 = precision.mixed == "fp16"  # the loss scaler, not this check, handles fp16 gradient overflow
+        scaler_skipped = False
+        if math.isfinite(step_loss) and (grad_norm is None or math.isfinite(grad_norm) or fp16):
             optimizer.step()
-            if acc.optimizer_step_was_skipped:  # fp16 overflow: the scaler skipped it, so does the schedule
-                state["skipped_steps"] += 1
-            else:
+            scaler_skipped = acc.optimizer_step_was_skipped
+            if not scaler_skipped:  # an fp16 overflow skips the step, so the schedule does not advance either
                 scheduler.step()
-        else:
-            nonfinite += 1
+        skipped = guard.observe(loss=step_loss, grad_norm=grad_norm, fp16=fp16, scaler_skipped=scaler_skipped,
+                                loss_scale=_loss_scale(acc))
+        if skipped:
             state["skipped_steps"] += 1
         optimizer.zero_grad(set_to_none=True)
         step += 1
@@ -132,14 +143,16 @@ def train(cfg: RunCfg) -> TrainResult:
                   "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm, "tokens": n_total,
                   "tokens_per_s": tokens_seen / max(1e-9, time.monotonic() - t_start),
                   "memory_gb": _memory_gb(acc.device), "rows": plan.step_rows(step - 1, order)}
-        if not finite:
+        if skipped:
             record["skipped"] = True
+        if tracing:
+            record["fed"] = fed
         metrics.write(record)
         progress.update(step, record, force=step % cfg.train.logging_steps == 0 or step == plan.total_steps)
-        if nonfinite >= cfg.train.max_nonfinite_steps:
+        if guard.stop:
             metrics.close()
-            raise TrainingError(f"the loss or gradient is not finite at step {step} (loss {step_loss}, grad norm "
-                                f"{grad_norm}) for {nonfinite} step(s) in a row; stopped. The last good "
+            raise TrainingError(f"{guard.last_reason} at step {step} (loss {step_loss}, grad norm {grad_norm}) for "
+                                f"{guard.in_a_row} step(s) in a row; stopped. The last good "
                                 f"checkpoint is kept ({state.get('last_checkpoint') or 'none saved yet'}). Lower "
                                 "learning_rate, or check the data")
 
@@ -153,7 +166,7 @@ def train(cfg: RunCfg) -> TrainResult:
             break
     progress.close()
     metrics.close()
-    return _finish(acc, model, tokenizer, run_dir, cfg, state, model_dir)
+    return _finish(acc, model, tokenizer, run_dir, cfg, state, run_info)
 
 
 def _restore(path: Path, optimizer: Any, scheduler: Any, state: dict[str, Any], rank: int) -> None:
@@ -201,6 +214,11 @@ def _due(strategy: str, step: int, every: int, plan: BatchPlan) -> bool:
     return step % every == 0
 
 
+def _loss_scale(acc: Any) -> float | None:
+    scaler = getattr(acc, "scaler", None)
+    return float(scaler.get_scale()) if scaler is not None else None
+
+
 def _memory_gb(device: torch.device) -> float:
     if device.type == "cuda":
         return round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
@@ -229,15 +247,15 @@ def evaluate(module: Any, objective: Objective, rows: list[Encoded], acc: Any, b
 
 
 def _finish(acc: Any, model: Any, tokenizer: Any, run_dir: Path, cfg: RunCfg, state: dict[str, Any],
-            model_dir: Path) -> TrainResult:
+            run_info: dict[str, Any]) -> TrainResult:
     last = Path(state["last_checkpoint"]) if state.get("last_checkpoint") else None
     best = run_dir / f"checkpoint-{state['best_step']}" if state.get("best_step") else last
     if best is not None and not best.exists():
         best = last
     if acc.is_main_process:
-        save_weights(acc.unwrap_model(model), run_dir, tokenizer)
+        runs.write_final(run_dir, lambda d: save_weights(acc.unwrap_model(model), d, tokenizer))
         state["best_checkpoint"] = str(best) if best else None
-        write_run_info(run_dir, cfg, model_dir, state)
+        write_run_info(run_dir, run_info, state)
         if cfg.train.plot_loss:
             plot_loss(run_dir)
         log.info("done: %d steps; final weights in %s%s", state["global_step"], run_dir,

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 from ..config import RunCfg
-from ..config.derive import method
 from ..data.pipeline import PreparedData
 from ..errors import CheckpointError
 from .. import runs
@@ -148,8 +147,22 @@ def save_checkpoint(acc: Any, model: Any, optimizer: Any, scheduler: Any, state:
     acc.wait_for_everyone()
 
 
-def write_run_info(run_dir: Path, cfg: RunCfg, model_dir: Path, state: dict[str, Any]) -> None:
-    info = {"model": cfg.model.model, "model_dir": str(model_dir), "template": cfg.model.template,
-            "system": cfg.model.system, "method": method(cfg), "global_step": state.get("global_step", 0),
-            "best_checkpoint": state.get("best_checkpoint"), "last_checkpoint": state.get("last_checkpoint")}
-    runs.write_run_info(run_dir, info)
+def write_run_info(run_dir: Path, record: dict[str, Any], state: dict[str, Any]) -> None:
+    """``hone_run.json``: the run's record (see record.run_record) and where it stands."""
+    runs.write_run_info(run_dir, {**record, "global_step": state.get("global_step", 0),
+                                  "best_checkpoint": state.get("best_checkpoint"),
+                                  "last_checkpoint": state.get("last_checkpoint")})
+
+
+def warn_differences(record: dict[str, Any], earlier: Path | None, what: str) -> list[str]:
+    """Log, as one warning, what repeating the run at ``earlier`` needs that this run does differently."""
+    if earlier is None or runs.run_dir_of(earlier) is None:
+        return []
+    try:
+        changed = runs.differences(runs.read_run(earlier), record)
+    except runs.RunError:
+        return []
+    if changed:
+        log.warning("this run %s %s, but differs from its record in:\n  %s", what, runs.run_dir_of(earlier),
+                    "\n  ".join(changed))
+    return changed

@@ -1,0 +1,52 @@
+"""What repeating a run needs, recorded in ``hone_run.json``: the base model and its digest, each data source's
+content digest and row count, the template's digest, and the versions of the libraries that trained it."""
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from .. import __version__, runs
+from ..config import RunCfg
+from ..config.derive import method
+from ..data.cache import template_id
+from ..data.pipeline import PreparedData, plan_sources
+from ..integrity import file_digest
+
+LIBRARIES = ("torch", "transformers", "peft", "accelerate")
+
+
+def versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"hone": __version__}
+    for name in LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def data_sources(cfg: RunCfg, data: PreparedData) -> list[dict[str, Any]]:
+    """Every `dataset` and `val_dataset` entry: its files' sha256 and the rows it gave to training/validation."""
+    train_plan, val_plan = plan_sources(cfg.data)
+    counts = {"train": Counter(r.source.rsplit("#", 1)[0] for r in data.train),
+              "val": Counter(r.source.rsplit("#", 1)[0] for r in data.val)}
+    out = []
+    for split, plan in (("train", train_plan), ("val", val_plan)):
+        for spec, src in plan:
+            files = {str(p): file_digest(p) for p in src.files}
+            rows = {s: sum(counts[s][f] for f in files) for s in ("train", "val")} if files else None
+            digest = hashlib.sha256("".join(sorted(files.values())).encode()).hexdigest() if files else None
+            out.append({"dataset": spec.target, "split": split, "sha256": digest, "files": files, "rows": rows})
+    return out
+
+
+def run_record(cfg: RunCfg, model_dir: Path, template: Any, data: PreparedData) -> dict[str, Any]:
+    """The fields of ``hone_run.json`` that do not change while the run trains."""
+    return {"layout": runs.LAYOUT, "model": cfg.model.model, "model_dir": str(model_dir),
+            "model_digest": runs.model_digest(model_dir), "template": cfg.model.template,
+            "template_digest": hashlib.sha256(template_id(template).encode()).hexdigest(),
+            "system": cfg.model.system, "method": method(cfg), "data": data_sources(cfg, data),
+            "data_fingerprint": data.fingerprint, "versions": versions()}

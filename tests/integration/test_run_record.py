@@ -1,0 +1,43 @@
+"""A run records what repeating it needs (data digests and row counts, template and model digests, library
+versions), and a resume or a rerun from its hone_config.yaml lists what differs."""
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import shutil
+
+import hone
+from hone import runs
+from hone.integrity import file_digest
+
+
+def test_record_and_the_differences_a_resume_or_rerun_reports(tiny_cfg, tiny_model_dir, identity_file, tmp_path,
+                                                             caplog):
+    data = tmp_path / "identity.json"
+    shutil.copy(identity_file, data)
+    cfg = {**tiny_cfg, "dataset": [f"{data}#16"], "save_total_limit": -1}
+    first = hone.train(cfg)
+    rec = json.loads((first.run_dir / runs.RUN_INFO).read_text())
+    assert rec["versions"]["torch"] == importlib.metadata.version("torch")
+    assert set(rec["versions"]) == {"hone", "torch", "transformers", "peft", "accelerate"}
+    assert rec["model_digest"] == runs.model_digest(tiny_model_dir)
+    (entry,) = rec["data"]
+    assert entry["dataset"] == str(data) and entry["files"] == {str(data): file_digest(data)}
+    assert entry["rows"]["train"] + entry["rows"]["val"] >= 16 and entry["rows"]["train"] > 0
+    assert len(rec["template_digest"]) == 64
+
+    # a resume under other library versions than the checkpoint's run: a warning lists them
+    rec["versions"]["torch"] = "0.0-old"
+    (first.run_dir / runs.RUN_INFO).write_text(json.dumps(rec))
+    caplog.clear()
+    hone.train({**cfg, "resume_from_checkpoint": str(first.run_dir / "checkpoint-2")})
+    assert "differs from its record" in caplog.text and "torch 0.0-old then" in caplog.text
+
+    # a rerun from the saved config, after the data file changed: named as such
+    rows = json.loads(data.read_text())
+    data.write_text(json.dumps(rows[::-1], ensure_ascii=False))
+    caplog.clear()
+    hone.train(str(first.run_dir / runs.CONFIG_FILE), output_dir=str(tmp_path / "again"), max_steps=1,
+               resume_from_checkpoint="")
+    assert f"train dataset {data}: its files' content changed" in caplog.text
+    assert "torch" not in caplog.text.split("differs from its record")[1]  # the resume rewrote the record
