@@ -131,20 +131,17 @@ def cmd_models(args: argparse.Namespace, rest: list[str]) -> int:
 
 def cmd_config(args: argparse.Namespace, rest: list[str]) -> int:
     from .config import dump_yaml, key_help
-    from .config.aliases import ALIASES, IGNORED
+    from .config.aliases import IGNORED, aliases_of
 
     if args.action == "show":
         print(dump_yaml(_load(rest, "config").cfg), end="")
         return 0
-    by_key: dict[str, list[str]] = {}
-    for alias, (key, _) in ALIASES.items():
-        by_key.setdefault(key, []).append(alias)
     section = None
     for key, sec, default, help_ in key_help():
         if sec != section:
             section = sec
             print(f"\n[{sec}]")
-        aliases = f"  (aliases: {', '.join(sorted(by_key[key]))})" if key in by_key else ""
+        aliases = f"  (aliases: {', '.join(aliases_of(key))})" if aliases_of(key) else ""
         default_s = list(default) if isinstance(default, tuple) else default
         print(f"  {key} = {default_s!r}{aliases}\n      {help_}")
     print("\n[accepted for compatibility, no effect]")
