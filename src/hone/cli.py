@@ -154,20 +154,17 @@ def cmd_models(args: argparse.Namespace, rest: list[str]) -> int:
 
 def cmd_config(args: argparse.Namespace, rest: list[str]) -> int:
     from .config import dump_yaml, key_help
-    from .config.aliases import ALIASES, IGNORED
+    from .config.aliases import IGNORED, aliases_of
 
     if args.action == "show":
         print(dump_yaml(_load(rest, "config").cfg), end="")
         return 0
-    by_key: dict[str, list[str]] = {}
-    for alias, (key, _) in ALIASES.items():
-        by_key.setdefault(key, []).append(alias)
     section = None
     for key, sec, default, help_ in key_help():
         if sec != section:
             section = sec
             print(f"\n[{sec}]")
-        aliases = f"  (aliases: {', '.join(sorted(by_key[key]))})" if key in by_key else ""
+        aliases = f"  (aliases: {', '.join(aliases_of(key))})" if aliases_of(key) else ""
         default_s = list(default) if isinstance(default, tuple) else default
         print(f"  {key} = {default_s!r}{aliases}\n      {help_}")
     print("\n[accepted for compatibility, no effect]")
@@ -207,7 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("chat", help="talk to a model (and a tuned adapter)",
                        description="hone chat [CONFIG.yaml] [--model M] [--adapter RUN_DIR] [--prompt TEXT]. "
                        "Without --prompt: an interactive session (/clear, /system TEXT, /exit). With --adapter "
-                       "alone, the base model and template come from the run. " + KEYS_NOTE)
+                       "and no model named, the base model and template come from the run. Training keys (a "
+                       "shared YAML) are "
+                       "accepted and not checked. " + KEYS_NOTE)
     c.add_argument("--prompt", help="answer this one message and exit")
     c.set_defaults(fn=cmd_chat)
     m = sub.add_parser("models", help="list or pull models", description="hone models list | hone models pull NAME")
@@ -225,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="check or preview training data",
                        description="hone data check CONFIG | hone data preview CONFIG [-n 3]: statistics and bad "
                        "rows, or samples rendered exactly as the model sees them with the tokens that carry loss "
-                       "marked. " + KEYS_NOTE)
+                       "marked. Tuning keys (a shared YAML) are accepted and not checked. " + KEYS_NOTE)
     d.add_argument("action", choices=("check", "preview"))
     d.add_argument("-n", type=int, default=3, help="rows to preview")
     d.add_argument("--no-color", action="store_true", help="plain markers instead of colour")

@@ -80,3 +80,14 @@ def test_python_api_data_check_takes_a_training_config(tiny_cfg):
         hone.load_config(keys)
     report = hone.check_data(keys)
     assert "rows" in report
+
+
+def test_aliases_of_a_key_each_set_that_key():
+    from hone.config.aliases import aliases_of
+
+    names = aliases_of("model")
+    assert "model_id" in names and "model_name_or_path" in names and "model" not in names
+    for name in names:
+        loaded = load_with_given({name: "/m"}, sections=sections_for("chat"))
+        assert dict(loaded.given) == {"model": "mapping"} and loaded.cfg.model.model == "/m", name
+    assert aliases_of("packing") == []

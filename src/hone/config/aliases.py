@@ -190,3 +190,9 @@ def check_ignored(key: str, value: Any) -> None:
         raise ConfigError(f"tuner_backend '{value}' is not supported; hone uses peft")
     if key == "push_to_hub" and _truthy(value):
         raise ConfigError("push_to_hub is not available in hone; copy the run directory where you need it")
+
+
+def aliases_of(key: str) -> list[str]:
+    """The other tools' names that set the hone key ``key`` (sorted), for help texts and for finding a key's
+    every spelling on a command line."""
+    return sorted(alias for alias, (target, _) in ALIASES.items() if target == key)

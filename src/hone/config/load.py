@@ -130,11 +130,10 @@ def build(values: Mapping[str, Any], where: str = "", sections: Collection[str] 
     (one YAML serves every command), and those sections keep their defaults.
     """
     wanted = _sections(sections)
-    per_section: dict[str, dict[str, Any]] = {s: {} for s in wanted}
+    values = {k: v for k, v in values.items() if KEYS[k][0] in wanted}  # the rest: accepted, not checked
+    per_section: dict[str, dict[str, Any]] = {s: {} for s in SECTIONS}
     for key, value in values.items():
         section, f = KEYS[key]
-        if section not in per_section:
-            continue
         try:
             v = _coerce(key, value, _HINTS[section][key], where)
         except ConfigError:
