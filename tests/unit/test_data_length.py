@@ -83,3 +83,14 @@ def test_left_cut_of_the_whole_prompt_is_counted(tokenizer, tpl, tmp_path):
     data = collect(c, tokenizer, tpl)
     assert data.truncated == 1 and data.prompt_cut == 1
     assert "1 their whole prompt" in check_report(c, tokenizer, tpl)
+
+
+def test_every_row_deleted_stops_with_the_fix(tokenizer, tpl, tmp_path):
+    from hone.errors import DataError
+
+    p = chinese_chat(tmp_path / "long.jsonl", 3, 3)
+    with pytest.raises(DataError) as e:
+        prepare(load_config({"dataset": [str(p)], "max_length": 128}), tokenizer, tpl)
+    assert "no usable training rows" in str(e.value) and "truncation_strategy: right" in str(e.value)
+    c = load_config({"dataset": [str(p)], "max_length": 128, "truncation_strategy": "right"})
+    assert len(prepare(c, tokenizer, tpl).train) == 3

@@ -96,7 +96,8 @@ def _text(value: Any, what: str) -> str:
     if isinstance(value, list):  # content parts
         text, reasoning, calls = _parts(value, what)
         if reasoning or calls:
-            raise RowError("bad_content", f"{what}: reasoning and tool-call parts belong in a message's content")
+            raise RowError("bad_content", f"{what}: reasoning and tool_call parts are read in messages-format "
+                           "rows (role/content) only")
         return text
     raise RowError("bad_content", f"{what} must be text, got {type(value).__name__}")
 

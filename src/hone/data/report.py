@@ -151,4 +151,7 @@ def preview(cfg: Any, n: int = 3, color: bool = False, tokenizer: Any = None, te
         parts += ["", head, render(enc, tokenizer, color)]
     if data.report.bad:
         parts += ["", f"{len(data.report.bad)} rows were dropped; `hone data check` lists them"]
+    if data.report.deleted:
+        parts += ["", f"{len(data.report.deleted)} rows longer than max_length were deleted (truncation_strategy "
+                  "delete); `hone data check` lists them"]
     return "\n".join(parts)
