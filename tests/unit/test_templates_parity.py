@@ -287,3 +287,29 @@ def test_a_template_reaching_python_internals_is_refused(body, tokenizer):
     tok.chat_template = body
     with pytest.raises(TemplateError, match="sandbox refused it.*unsafe.*--template"):
         get_template("auto", tok).encode_turns(_conv(T1), tok)
+
+
+# ---- tool calls ----------------------------------------------------------------------------------------------
+
+PLAIN_TOOL_ROUND = [Message("user", "Weather in Oslo?"), Message("assistant", "", tool_calls=CALL),
+                    Message("tool", '{"temp": 3}'), Message("assistant", "It is 3 degrees."),
+                    Message("user", "Thanks"), Message("assistant", "You're welcome.")]
+
+
+@pytest.mark.parametrize("builtin,real,rows", [("qwen", "qwen", "plain"), ("qwen3", "qwen3", "plain"),
+                                               ("qwen3", "qwen3", "thinking"), ("chatml", "qwen3", "plain")])
+def test_tool_calls_match_the_published_template(builtin, real, rows):
+    """Tool specs, calls and results: every generation prompt (ids) and every learned reply (text)."""
+    messages = PLAIN_TOOL_ROUND if rows == "plain" else TOOL_ROUND
+    tok = real_tokenizer(real)
+    t = get_template(builtin, tok)
+    turns = t.encode_turns(_conv(messages, TOOLS), tok)
+    k = 0
+    for i, m in enumerate(messages):
+        if m.role != "assistant":
+            continue
+        assert t.encode_prompt(messages[:i], tok, TOOLS) == real_ids(real, messages[:i], gen=True, tools=TOOLS)
+        if builtin != "chatml":  # chatml has Qwen3's prompts, not its think blocks
+            assert tok.decode(turns[k][1]) == real_turn(real, messages, i, TOOLS)[1]
+        k += 1
+    assert "<tool_call>" in tok.decode(turns[0][1])
