@@ -200,6 +200,7 @@ def test_labels_cover_exactly_the_replies(builtin, real, conv):
             run = []
     runs += [run] if run else []
     assert [tok.decode(r) for r in runs] == replies
+    assert runs == [tok(r, add_special_tokens=False)["input_ids"] for r in replies]
 
 
 AUTO_CONVERSATIONS = {k: v for k, v in CONVERSATIONS.items() if k in ("three", "three_system", "spaced")}
