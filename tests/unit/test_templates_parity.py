@@ -314,3 +314,22 @@ def test_tool_calls_match_the_published_template(builtin, real, rows):
             assert tok.decode(turns[k][1]) == real_turn(real, messages, i, TOOLS)[1]
         k += 1
     assert "<tool_call>" in tok.decode(turns[0][1])
+
+
+def test_data_check_keeps_qwen3_multi_turn_rows_under_auto(tmp_path):
+    """Plain multi-turn rows with Qwen3's own template: every row is kept, every reply learned."""
+    import json
+
+    from hone.config import load_config
+    from hone.data.pipeline import collect
+    from hone.templates.hf import HFTemplate
+
+    rows = [{"messages": [{"role": m.role, "content": m.content} for m in conv]}
+            for conv in (T1 + T2 + T3, [SYSTEM] + T1 + T2, T1)]
+    path = tmp_path / "multi.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tok = real_tokenizer("qwen3")
+    data = collect(load_config({"dataset": [str(path)], "max_length": 512}), tok, HFTemplate.from_tokenizer(tok))
+    assert data.report.kept == 3 and not data.report.bad
+    learned = [tok.decode([t for t in e.labels if t != IGNORE_INDEX]) for e in data.train]
+    assert sorted(x.count("<think>\n\n</think>\n\n") for x in learned) == [1, 2, 3]
