@@ -333,3 +333,14 @@ def test_data_check_keeps_qwen3_multi_turn_rows_under_auto(tmp_path):
     assert data.report.kept == 3 and not data.report.bad
     learned = [tok.decode([t for t in e.labels if t != IGNORE_INDEX]) for e in data.train]
     assert sorted(x.count("<think>\n\n</think>\n\n") for x in learned) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("real", ["qwen", "qwen3", "llama3.1", "llama3.2"])
+def test_auto_learns_tool_calls_as_the_template_writes_them(real):
+    tok = real_tokenizer(real)
+    turns = get_template("auto", tok).encode_turns(_conv(PLAIN_TOOL_ROUND, TOOLS), tok)
+    expected = [real_turn(real, PLAIN_TOOL_ROUND, i, TOOLS)[1] for i in (1, 3, 5)]
+    assert [tok.decode(r) for _, r in turns if r] == expected
+    assert "get_weather" in expected[0] and "Oslo" in expected[0]
+    if real != "qwen3":  # Qwen3 rewrites history; there earlier replies keep their generated think block
+        assert tok.decode([i for p, r in turns for i in p + r]) == real_text(real, PLAIN_TOOL_ROUND, tools=TOOLS)
