@@ -200,6 +200,7 @@ def test_labels_cover_exactly_the_replies(builtin, real, conv):
             run = []
     runs += [run] if run else []
     assert [tok.decode(r) for r in runs] == replies
+    assert runs == [tok(r, add_special_tokens=False)["input_ids"] for r in replies]
 
 
 AUTO_CONVERSATIONS = {k: v for k, v in CONVERSATIONS.items() if k in ("three", "three_system", "spaced")}
@@ -287,3 +288,59 @@ def test_a_template_reaching_python_internals_is_refused(body, tokenizer):
     tok.chat_template = body
     with pytest.raises(TemplateError, match="sandbox refused it.*unsafe.*--template"):
         get_template("auto", tok).encode_turns(_conv(T1), tok)
+
+
+# ---- tool calls ----------------------------------------------------------------------------------------------
+
+PLAIN_TOOL_ROUND = [Message("user", "Weather in Oslo?"), Message("assistant", "", tool_calls=CALL),
+                    Message("tool", '{"temp": 3}'), Message("assistant", "It is 3 degrees."),
+                    Message("user", "Thanks"), Message("assistant", "You're welcome.")]
+
+
+@pytest.mark.parametrize("builtin,real,rows", [("qwen", "qwen", "plain"), ("qwen3", "qwen3", "plain"),
+                                               ("qwen3", "qwen3", "thinking"), ("chatml", "qwen3", "plain")])
+def test_tool_calls_match_the_published_template(builtin, real, rows):
+    """Tool specs, calls and results: every generation prompt (ids) and every learned reply (text)."""
+    messages = PLAIN_TOOL_ROUND if rows == "plain" else TOOL_ROUND
+    tok = real_tokenizer(real)
+    t = get_template(builtin, tok)
+    turns = t.encode_turns(_conv(messages, TOOLS), tok)
+    k = 0
+    for i, m in enumerate(messages):
+        if m.role != "assistant":
+            continue
+        assert t.encode_prompt(messages[:i], tok, TOOLS) == real_ids(real, messages[:i], gen=True, tools=TOOLS)
+        if builtin != "chatml":  # chatml has Qwen3's prompts, not its think blocks
+            assert tok.decode(turns[k][1]) == real_turn(real, messages, i, TOOLS)[1]
+        k += 1
+    assert "<tool_call>" in tok.decode(turns[0][1])
+
+
+def test_data_check_keeps_qwen3_multi_turn_rows_under_auto(tmp_path):
+    """Plain multi-turn rows with Qwen3's own template: every row is kept, every reply learned."""
+    import json
+
+    from hone.config import load_config
+    from hone.data.pipeline import collect
+    from hone.templates.hf import HFTemplate
+
+    rows = [{"messages": [{"role": m.role, "content": m.content} for m in conv]}
+            for conv in (T1 + T2 + T3, [SYSTEM] + T1 + T2, T1)]
+    path = tmp_path / "multi.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    tok = real_tokenizer("qwen3")
+    data = collect(load_config({"dataset": [str(path)], "max_length": 512}), tok, HFTemplate.from_tokenizer(tok))
+    assert data.report.kept == 3 and not data.report.bad
+    learned = [tok.decode([t for t in e.labels if t != IGNORE_INDEX]) for e in data.train]
+    assert sorted(x.count("<think>\n\n</think>\n\n") for x in learned) == [1, 2, 3]
+
+
+@pytest.mark.parametrize("real", ["qwen", "qwen3", "llama3.1", "llama3.2"])
+def test_auto_learns_tool_calls_as_the_template_writes_them(real):
+    tok = real_tokenizer(real)
+    turns = get_template("auto", tok).encode_turns(_conv(PLAIN_TOOL_ROUND, TOOLS), tok)
+    expected = [real_turn(real, PLAIN_TOOL_ROUND, i, TOOLS)[1] for i in (1, 3, 5)]
+    assert [tok.decode(r) for _, r in turns if r] == expected
+    assert "get_weather" in expected[0] and "Oslo" in expected[0]
+    if real != "qwen3":  # Qwen3 rewrites history; there earlier replies keep their generated think block
+        assert tok.decode([i for p, r in turns for i in p + r]) == real_text(real, PLAIN_TOOL_ROUND, tools=TOOLS)

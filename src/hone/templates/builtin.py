@@ -1,9 +1,11 @@
 """Built-in declarative templates (register_template calls only).
 
 Each one names the published chat template it reproduces; tests/unit/test_templates_parity.py renders
-those real templates (stored in tests/fixtures/chat_templates) and compares. Where a model's template writes
-no end-of-turn after a reply (chatglm3, minicpm, baichuan2), the reply ends with eos so the model learns to
-stop; that eos is the one deliberate difference from the published text.
+those real templates (stored in tests/fixtures/chat_templates, with their provenance) and compares. Where a
+model's template writes no end-of-turn after a reply (chatglm3, minicpm, baichuan2), the reply ends with eos
+so the model learns to stop; that eos is the one deliberate difference from the published text. Where a
+template rewrites earlier turns (Qwen3 drops old reasoning, Mistral v0.3 moves the system prompt), every
+reply of a training row is written as the template renders it when that reply is generated, as `auto` does.
 """
 from .base import register_template
 from .declarative import DeclarativeTemplate, ToolFormat

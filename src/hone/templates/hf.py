@@ -1,17 +1,21 @@
-"""`auto`: the tokenizer's own Jinja chat template, with each reply's span found by rendering.
+"""`auto`: the tokenizer's own Jinja chat template, with each reply found by rendering.
 
 Reply k (message i) is trained on exactly what the template renders when that reply is generated: the
-text after ``render(messages[:i], add_generation_prompt=True)`` in ``render(messages[:i + 1])``. Where
-the generation prompt opens something a finished reply does not render (DeepSeek-R1's ``<think>\\n``),
-the reply starts where the two renderings part.
+text after ``render(messages[:i], add_generation_prompt=True)`` in ``render(messages[:i + 1])``, less
+what the template writes only after a conversation's last message (Phi-3's end-of-text, kept as
+unlearned prompt at the end of the row). Where the generation prompt opens something a finished reply
+does not render (DeepSeek-R1's ``<think>\n``), the reply starts where the two renderings part.
 
-Most templates render history as a plain prefix, so the training text equals ``render(messages)`` and
-the ids equal ``tokenizer.apply_chat_template``. Some rewrite history once later turns exist (Qwen3
-drops earlier replies' reasoning, Mistral v0.3 moves the system prompt to the last user turn). For
-those, each reply keeps its generated form, and the prompt text before it is what the template writes
-between the previous reply and this one (the user or tool turns and the generation prompt, found with
-a probe reply: see ``_tail``). The row is still one sequence; earlier replies appear in it as they were
-generated, not in the rewritten form the template would show at inference time.
+Most templates render history as a plain prefix, so the row's text equals ``render(messages)``. Some
+rewrite history once later turns exist (Qwen3 drops earlier replies' reasoning, Mistral v0.3 moves the
+system prompt to the last user turn). There each reply still keeps its generated form, and the prompt
+text before it is what the template writes between the previous reply and this one (the user or tool
+turns and the generation prompt), found with a probe reply (see ``_tail``). The row stays one sequence:
+earlier replies appear in it as they were generated, not in the rewritten form the template would show
+at inference time.
+
+Prompt and reply texts are tokenized apart, as at generation time; where no token would straddle a
+prompt/reply seam the ids equal ``tokenizer.apply_chat_template``'s.
 """
 from __future__ import annotations
 
@@ -110,8 +114,6 @@ class HFTemplate(Template):
                             "cannot be found; pass a built-in template with --template")
 
     def encode_turns(self, conv: Conversation, tokenizer: Any) -> Turns:
-        """Prompt and reply texts are tokenized apart, as at generation time, where the reply's tokens
-        start after the prompt's; where no token straddles that seam the ids equal apply_chat_template's."""
         msgs, tools = conv.messages, conv.tools
         text, pairs, prev, after = "", [], -1, ""
         for i, m in enumerate(msgs):
@@ -168,27 +170,3 @@ def _common_prefix(a: str, b: str) -> int:
     while k < n and a[k] == b[k]:
         k += 1
     return k
-
-
-def split_by_spans(ids: Sequence[int], offsets: Sequence[tuple[int, int]], spans: list[tuple[int, int]]) -> Turns:
-    """Group token ids into (prompt, response) pairs: a token is response when it starts inside a span."""
-    turns: Turns = []
-    prompt: list[int] = []
-    resp: list[int] = []
-    k = 0  # current span
-    for tid, (start, end) in zip(ids, offsets):
-        while k < len(spans) and start >= spans[k][1]:
-            if resp:
-                turns.append((prompt, resp))
-                prompt, resp = [], []
-            k += 1
-        if k < len(spans) and spans[k][0] <= start < spans[k][1]:
-            resp.append(tid)
-        else:
-            if resp:  # a prompt token after a response closes that turn
-                turns.append((prompt, resp))
-                prompt, resp = [], []
-            prompt.append(tid)
-    if resp or prompt:
-        turns.append((prompt, resp))
-    return turns
