@@ -51,25 +51,26 @@ def test_a_storm_of_skipped_steps_stops_the_run_and_each_is_flagged(tiny_cfg, mo
     assert len({r["lr"] for r in train}) == 1  # the schedule did not advance on a skipped step
 
 
-@pytest.mark.gpu
-def test_real_cuda_fp16_overflow_is_stopped_after_the_scale_is_spent():
-    """The real loss scaler on forced infinite gradients: 16 back-offs to scale 1, then the limit applies."""
-    model = torch.nn.Linear(8, 1).cuda()
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_the_real_loss_scaler_on_overflowing_gradients_stops_after_the_scale_is_spent(device):
+    """torch's GradScaler on forced infinite gradients: 16 back-offs to scale 1, then the limit applies, and the
+    weights never move (on CUDA with fp16 autocast; on CPU the same scaler with bf16 autocast)."""
+    model = torch.nn.Linear(8, 1).to(device)
     model.weight.register_hook(lambda grad: grad * float("inf"))  # a finite loss whose gradient overflows
     opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    scaler = torch.amp.GradScaler("cuda")
+    scaler = torch.amp.GradScaler(device)
     before = model.weight.detach().clone()
     g, calls = NonFiniteGuard(limit=2), 0
     while not g.stop and calls < 40:
-        with torch.autocast("cuda", dtype=torch.float16):
-            loss = model(torch.ones(4, 8, device="cuda")).float().mean()
+        with torch.autocast(device, dtype=torch.float16 if device == "cuda" else torch.bfloat16):
+            loss = model(torch.ones(4, 8, device=device)).float().mean()
         scale = scaler.get_scale()
         scaler.scale(loss).backward()
         scaler.step(opt)
         scaler.update()
         opt.zero_grad()
         calls += 1
-        g.observe(loss=float(loss), grad_norm=float("inf"), fp16=True, scaler_skipped=scaler.get_scale() < scale,
-                  loss_scale=scaler.get_scale())
+        g.observe(loss=float(loss.detach()), grad_norm=float("inf"), fp16=True,
+                  scaler_skipped=scaler.get_scale() < scale, loss_scale=scaler.get_scale())
     assert g.stop and calls == 18  # scale 2**16 halved 17 times is 0.5 (< 1): the first counted skip, then one more
     assert torch.equal(model.weight.detach(), before)

@@ -106,3 +106,21 @@ def test_metrics_rewritten_on_resume_replace_the_file_rather_than_truncate_it(tm
         MetricsLog(tmp_path, (), None, {}, resume_step=4)
         assert reader.read() == text
     assert [json.loads(x)["step"] for x in path.read_text().splitlines()] == [1, 2, 3, 4]
+
+
+def test_final_weights_that_do_not_fit_on_disk_are_a_clear_error(tmp_path):
+    import errno
+    import os
+
+    from hone.errors import TrainingError
+
+    d = tmp_path / "run"
+    d.mkdir()
+
+    def full(folder):
+        (folder / "adapter_model.safetensors").write_bytes(b"x")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with pytest.raises(TrainingError, match=r"could not write the final weights .*No space left"):
+        runs.write_final(d, full)
+    assert list(d.iterdir()) == []

@@ -25,11 +25,11 @@ from .guard import NonFiniteGuard
 from .logging import MetricsLog, Progress, plot_loss
 from .loss import loss_family
 from .objective import SFT, Objective
+from .record import run_record
 from .schedule import BatchPlan
 from .setup import build_optimizer, build_scheduler, make_accelerator, seed_everything
-from .record import run_record
-from .state import (load_weights, resume_state, run_dir_and_resume, save_checkpoint, save_weights, warn_differences,
-                    write_run_info)
+from .state import (TrainState, load_weights, resume_state, run_dir_and_resume, save_checkpoint, save_weights,
+                    warn_differences, write_run_info)
 
 log = logging.getLogger("hone")
 
@@ -92,14 +92,14 @@ def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
                  len(data.train), len(data.val), plan.total_steps, plan.steps_per_epoch, plan.rows_per_step)
 
     metrics = MetricsLog(run_dir, report_to(cfg), cfg.train.logging_dir, to_dict(cfg), enabled=acc.is_main_process,
-                         resume_step=state["global_step"] if resume_from is not None else None)
-    progress = Progress(plan.total_steps, state["global_step"], enabled=acc.is_main_process)
+                         resume_step=state.global_step if resume_from is not None else None)
+    progress = Progress(plan.total_steps, state.global_step, enabled=acc.is_main_process)
     params = [p for p in module.parameters() if p.requires_grad]
     guard, order_epoch, order = NonFiniteGuard(cfg.train.max_nonfinite_steps), -1, []
     tokens_seen, t_start, tracing = 0, time.monotonic(), trace.enabled()
     module.train()
 
-    step = state["global_step"]
+    step = state.global_step
     while step < plan.total_steps:
         epoch, _ = plan.position(step)
         if epoch != order_epoch:
@@ -132,14 +132,14 @@ def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
         skipped = guard.observe(loss=step_loss, grad_norm=grad_norm, fp16=fp16, scaler_skipped=scaler_skipped,
                                 loss_scale=_loss_scale(acc))
         if skipped:
-            state["skipped_steps"] += 1
+            state.skipped_steps += 1
         optimizer.zero_grad(set_to_none=True)
         step += 1
         tokens_seen += sum(int(b["attention_mask"].sum()) if "attention_mask" in b else b["input_ids"].numel()
                            for b in batches) * world
-        state["global_step"], state["epoch"] = step, step / plan.steps_per_epoch
-        state["losses"].append(step_loss)
-        record = {"kind": "train", "step": step, "epoch": round(state["epoch"], 4), "loss": step_loss,
+        state.global_step, state.epoch = step, step / plan.steps_per_epoch
+        state.losses.append(step_loss)
+        record = {"kind": "train", "step": step, "epoch": round(state.epoch, 4), "loss": step_loss,
                   "lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm, "tokens": n_total,
                   "tokens_per_s": tokens_seen / max(1e-9, time.monotonic() - t_start),
                   "memory_gb": _memory_gb(acc.device), "rows": plan.step_rows(step - 1, order)}
@@ -153,7 +153,7 @@ def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
             metrics.close()
             raise TrainingError(f"{guard.last_reason} at step {step} (loss {step_loss}, grad norm {grad_norm}) for "
                                 f"{guard.in_a_row} step(s) in a row; stopped. The last good "
-                                f"checkpoint is kept ({state.get('last_checkpoint') or 'none saved yet'}). Lower "
+                                f"checkpoint is kept ({state.last_checkpoint or 'none saved yet'}). Lower "
                                 "learning_rate, or check the data")
 
         last = step == plan.total_steps
@@ -169,7 +169,7 @@ def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
     return _finish(acc, model, tokenizer, run_dir, cfg, state, run_info)
 
 
-def _restore(path: Path, optimizer: Any, scheduler: Any, state: dict[str, Any], rank: int) -> None:
+def _restore(path: Path, optimizer: Any, scheduler: Any, state: TrainState, rank: int) -> None:
     """Optimizer moments, schedule position and this process's RNG streams, as the checkpoint saved them."""
     optimizer.load_state_dict(ckpt.load_tensors(path / ckpt.OPTIMIZER))
     try:
@@ -178,28 +178,28 @@ def _restore(path: Path, optimizer: Any, scheduler: Any, state: dict[str, Any], 
         raise CheckpointError(f"{path / ckpt.SCHEDULER}: cannot read it ({e})") from None
     tensors = ckpt.load_tensors(path / ckpt.RNG)
     mine = {k.split(".", 1)[1]: v for k, v in tensors.items() if k.startswith(f"rank{rank}.")}
-    if mine and str(rank) in state.get("rng", {}):
-        ckpt.set_rng_state(mine, state["rng"][str(rank)])
+    if mine and str(rank) in state.rng:
+        ckpt.set_rng_state(mine, state.rng[str(rank)])
     else:
         log.warning("%s has no RNG state for process %d; its dropout noise will differ from an uninterrupted run",
                     path, rank)
 
 
 def _evaluate_and_track(module: Any, objective: Objective, rows: list[Encoded], acc: Any, cfg: RunCfg, step: int,
-                        state: dict[str, Any], metrics: MetricsLog) -> bool:
+                        state: TrainState, metrics: MetricsLog) -> bool:
     """Evaluate, log loss and perplexity, track the best; True when early stopping says stop."""
     ev = evaluate(module, objective, rows, acc, eval_batch_size(cfg))
     ppl = math.exp(min(ev, 50))
-    state["eval_history"].append({"step": step, "eval_loss": ev})
+    state.eval_history.append({"step": step, "eval_loss": ev})
     metrics.write({"kind": "eval", "step": step, "eval_loss": ev, "eval_ppl": ppl})
     if acc.is_main_process:
         log.info("step %d: eval_loss %.4f (perplexity %.2f)", step, ev, ppl)
-    if state["best_metric"] is None or ev < state["best_metric"]:
-        state["best_metric"], state["best_step"], state["bad_evals"] = ev, step, 0
+    if state.best_metric is None or ev < state.best_metric:
+        state.best_metric, state.best_step, state.bad_evals = ev, step, 0
     else:
-        state["bad_evals"] += 1
+        state.bad_evals += 1
     patience = cfg.train.early_stopping_patience
-    if patience and state["bad_evals"] >= patience:
+    if patience and state.bad_evals >= patience:
         if acc.is_main_process:
             log.info("early stopping at step %d: no better eval loss in %d evaluations", step, patience)
         return True
@@ -246,20 +246,20 @@ def evaluate(module: Any, objective: Objective, rows: list[Encoded], acc: Any, b
     return float(total[0] / max(1.0, float(total[1])))
 
 
-def _finish(acc: Any, model: Any, tokenizer: Any, run_dir: Path, cfg: RunCfg, state: dict[str, Any],
+def _finish(acc: Any, model: Any, tokenizer: Any, run_dir: Path, cfg: RunCfg, state: TrainState,
             run_info: dict[str, Any]) -> TrainResult:
-    last = Path(state["last_checkpoint"]) if state.get("last_checkpoint") else None
-    best = run_dir / f"checkpoint-{state['best_step']}" if state.get("best_step") else last
+    last = Path(state.last_checkpoint) if state.last_checkpoint else None
+    best = run_dir / f"checkpoint-{state.best_step}" if state.best_step else last
     if best is not None and not best.exists():
         best = last
     if acc.is_main_process:
         runs.write_final(run_dir, lambda d: save_weights(acc.unwrap_model(model), d, tokenizer))
-        state["best_checkpoint"] = str(best) if best else None
+        state.best_checkpoint = str(best) if best else None
         write_run_info(run_dir, run_info, state)
         if cfg.train.plot_loss:
             plot_loss(run_dir)
-        log.info("done: %d steps; final weights in %s%s", state["global_step"], run_dir,
+        log.info("done: %d steps; final weights in %s%s", state.global_step, run_dir,
                  f"; best checkpoint {best}" if best else "")
     acc.wait_for_everyone()
-    ev = state["eval_history"][-1]["eval_loss"] if state["eval_history"] else None
-    return TrainResult(run_dir, state["global_step"], best, last, list(state["losses"]), ev)
+    ev = state.eval_history[-1]["eval_loss"] if state.eval_history else None
+    return TrainResult(run_dir, state.global_step, best, last, list(state.losses), ev)

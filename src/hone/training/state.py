@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,45 +15,98 @@ from .schedule import BatchPlan
 
 log = logging.getLogger("hone")
 
-# what must not change between a checkpoint and the run resuming it: (state key, what to call it)
+# what must not change between a checkpoint and the run resuming it: (state field, what to call it)
 MUST_MATCH = (("fingerprint", "training data"), ("rows", "training rows"), ("batch_size", "batch_size"),
               ("gradient_accumulation_steps", "gradient_accumulation_steps"), ("world_size", "process count"),
               ("max_steps", "max_steps"), ("num_train_epochs", "num_train_epochs"), ("seed", "seed"))
+_OPTIONAL = ("last_checkpoint", "best_checkpoint", "rng")  # written to JSON only once they are set
 
 
-def fresh_state(plan: BatchPlan, data: PreparedData) -> dict[str, Any]:
-    """The trainer state of a run at step 0 (JSON-serialisable; saved in every checkpoint)."""
-    return {"global_step": 0, "epoch": 0.0, "total_steps": plan.total_steps, "losses": [], "eval_history": [],
-            "best_metric": None, "best_step": None, "bad_evals": 0, "skipped_steps": 0,
-            "fingerprint": data.fingerprint, "rows": plan.n_rows, "batch_size": plan.batch_size,
-            "gradient_accumulation_steps": plan.accum, "world_size": plan.world, "max_steps": plan.max_steps,
-            "num_train_epochs": plan.epochs, "seed": plan.seed}
+@dataclass
+class TrainState:
+    """Where a run stands; saved as ``trainer_state.json`` in every checkpoint (field names are its keys)."""
+
+    global_step: int = 0
+    epoch: float = 0.0
+    total_steps: int = 0
+    losses: list[float] = field(default_factory=list)
+    eval_history: list[dict[str, float]] = field(default_factory=list)
+    best_metric: float | None = None
+    best_step: int | None = None
+    bad_evals: int = 0
+    skipped_steps: int = 0
+    # what the run was set up with (checked on resume, see MUST_MATCH)
+    fingerprint: str = ""
+    rows: int = 0
+    batch_size: int = 0
+    gradient_accumulation_steps: int = 1
+    world_size: int = 1
+    max_steps: int = -1
+    num_train_epochs: float = 0.0
+    seed: int = 0
+    last_checkpoint: str | None = None
+    best_checkpoint: str | None = None
+    rng: dict[str, Any] = field(default_factory=dict)
+    """Each process's Python and NumPy RNG states (by process index), as the checkpoint saved them."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of ``trainer_state.json`` (without the RNG states, which the checkpoint adds)."""
+        out = asdict(self)
+        for k in _OPTIONAL:
+            if not out[k]:
+                del out[k]
+        out.pop("rng", None)
+        return out
+
+    @classmethod
+    def from_json(cls, raw: Any, where: Path | str) -> "TrainState":
+        """Read a saved state; fields it lacks keep their defaults, keys this version does not know are named."""
+        if not isinstance(raw, dict):
+            raise CheckpointError(f"{where}: not a trainer state (a JSON object was expected)")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            log.warning("%s: ignoring unknown trainer state keys %s", where, ", ".join(unknown))
+        try:
+            return cls(**{k: v for k, v in raw.items() if k in known})
+        except TypeError as e:
+            raise CheckpointError(f"{where}: not a trainer state ({e})") from None
 
 
-def resume_state(cfg: RunCfg, found: ckpt.Checkpoint | None, plan: BatchPlan, data: PreparedData) -> dict[str, Any]:
+def fresh_state(plan: BatchPlan, data: PreparedData) -> TrainState:
+    """The trainer state of a run at step 0."""
+    return TrainState(total_steps=plan.total_steps, fingerprint=data.fingerprint, rows=plan.n_rows,
+                      batch_size=plan.batch_size, gradient_accumulation_steps=plan.accum, world_size=plan.world,
+                      max_steps=plan.max_steps, num_train_epochs=plan.epochs, seed=plan.seed)
+
+
+def resume_state(cfg: RunCfg, found: ckpt.Checkpoint | None, plan: BatchPlan, data: PreparedData) -> TrainState:
     """The state to start from: fresh, or the checkpoint's after checking nothing that matters changed."""
     fresh = fresh_state(plan, data)
     if found is None:
         return fresh
-    saved = ckpt.load_state(found, weights_only=cfg.train.resume_weights_only)
+    raw = ckpt.load_state(found, weights_only=cfg.train.resume_weights_only)
     if cfg.train.resume_weights_only:
         log.warning("resuming from the weights of %s only: optimizer moments, learning-rate schedule (warmup "
                     "runs again) and data position start over", found.path)
         return fresh
-    changed = [f"{label}: {saved.get(k)} -> {fresh[k]}" for k, label in MUST_MATCH if saved.get(k) != fresh[k]]
+    saved = TrainState.from_json(raw, found.path / ckpt.STATE)
+    changed = [f"{label}: {raw.get(k)} -> {getattr(fresh, k)}" for k, label in MUST_MATCH
+               if raw.get(k) != getattr(fresh, k)]
     if changed and not cfg.train.resume_ignore_changes:
         raise CheckpointError(f"cannot resume {found.path} exactly; the run changed since it was saved:\n  "
                               + "\n  ".join(changed) + "\nRestore those settings, or set resume_ignore_changes: "
                               "true to resume anyway")
     if changed:
         log.warning("resuming %s although the run changed (resume_ignore_changes): %s", found.path, "; ".join(changed))
-    if saved["global_step"] >= plan.total_steps:
-        raise CheckpointError(f"{found.path} is the end of a finished run (step {saved['global_step']} of "
+    if saved.global_step >= plan.total_steps:
+        raise CheckpointError(f"{found.path} is the end of a finished run (step {saved.global_step} of "
                               f"{plan.total_steps}); there is nothing left to train. Raise max_steps or "
                               "num_train_epochs (with resume_ignore_changes: true) to train further")
-    log.info("resuming from %s (step %d of %d)", found.path, saved["global_step"], plan.total_steps)
-    kept = {k: v for k, v in saved.items() if k != "total_steps" and k not in dict(MUST_MATCH)}
-    return {**fresh, **kept}
+    log.info("resuming from %s (step %d of %d)", found.path, saved.global_step, plan.total_steps)
+    # the run's progress comes from the checkpoint; its setup (and total_steps) from this run
+    setup = {k for k, _ in MUST_MATCH} | {"total_steps"}
+    return replace(saved, **{k: getattr(fresh, k) for k in setup})
 
 
 def run_dir_and_resume(cfg: RunCfg, acc: Any) -> tuple[Path, ckpt.Checkpoint | None]:
@@ -130,7 +184,7 @@ def load_weights(model: Any, folder: Path) -> None:
     raise CheckpointError(f"{folder} holds no weights (adapter_model.safetensors or model.safetensors)")
 
 
-def save_checkpoint(acc: Any, model: Any, optimizer: Any, scheduler: Any, state: dict[str, Any], run_dir: Path,
+def save_checkpoint(acc: Any, model: Any, optimizer: Any, scheduler: Any, state: TrainState, run_dir: Path,
                     cfg: RunCfg) -> None:
     """Every process hands its RNG state to the main one, which writes checkpoint-<step> and rotates."""
     from accelerate.utils import gather_object
@@ -138,20 +192,19 @@ def save_checkpoint(acc: Any, model: Any, optimizer: Any, scheduler: Any, state:
     rngs = gather_object([(acc.process_index, ckpt.rng_state())]) if acc.num_processes > 1 \
         else [(0, ckpt.rng_state())]
     if acc.is_main_process:
-        best = run_dir / f"checkpoint-{state['best_step']}" if state.get("best_step") else None
-        path = ckpt.save(run_dir, state["global_step"], save_weights=lambda d: save_weights(model, d),
-                         optimizer=optimizer, scheduler=scheduler, state={k: v for k, v in state.items() if k != "rng"},
+        best = run_dir / f"checkpoint-{state.best_step}" if state.best_step else None
+        path = ckpt.save(run_dir, state.global_step, save_weights=lambda d: save_weights(model, d),
+                         optimizer=optimizer, scheduler=scheduler, state=state.to_json(),
                          rank_rng=dict(rngs), weights_only=cfg.train.only_save_model)
-        state["last_checkpoint"] = str(path)
+        state.last_checkpoint = str(path)
         ckpt.rotate(run_dir, cfg.train.save_total_limit, best if best and best.exists() else None)
     acc.wait_for_everyone()
 
 
-def write_run_info(run_dir: Path, record: dict[str, Any], state: dict[str, Any]) -> None:
+def write_run_info(run_dir: Path, record: dict[str, Any], state: TrainState) -> None:
     """``hone_run.json``: the run's record (see record.run_record) and where it stands."""
-    runs.write_run_info(run_dir, {**record, "global_step": state.get("global_step", 0),
-                                  "best_checkpoint": state.get("best_checkpoint"),
-                                  "last_checkpoint": state.get("last_checkpoint")})
+    runs.write_run_info(run_dir, {**record, "global_step": state.global_step,
+                                  "best_checkpoint": state.best_checkpoint, "last_checkpoint": state.last_checkpoint})
 
 
 def warn_differences(record: dict[str, Any], earlier: Path | None, what: str) -> list[str]:
