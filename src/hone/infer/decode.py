@@ -6,7 +6,7 @@ streamed pieces come from the same tracker, so they always agree.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from transformers import StoppingCriteria
@@ -33,7 +33,9 @@ class RowTracker:
     """The state of one reply while it is generated."""
 
     def __init__(self, tokenizer: Any, eos_ids: Sequence[int], stops: Sequence[str], max_new_tokens: int,
-                 sink: Callable[[Any], None] | None = None) -> None:
+                 sink: Any = None) -> None:
+        """``sink`` (optional) has ``piece(text)``, called with each new piece of shown text, and ``cancelled``,
+        which ends the row early when it turns true (a reader who stopped listening)."""
         self.tokenizer, self.eos, self.stops, self.max_new = tokenizer, set(eos_ids), list(stops), max_new_tokens
         self.sink = sink
         self.ids: list[int] = []
@@ -49,6 +51,9 @@ class RowTracker:
     def push(self, token: int) -> None:
         """One new token of this row (ignored once the row has ended)."""
         if self.done:
+            return
+        if self.sink is not None and self.sink.cancelled:
+            self.done, self.reason = True, "stop"
             return
         self.ids.append(token)
         if token in self.eos:
@@ -67,7 +72,7 @@ class RowTracker:
             safe = self.text.rstrip("\ufffd")
             safe = safe[:len(safe) - _held_back(safe, self.stops)]
             if len(safe) > self.shown and safe.startswith(self.text[:self.shown]):
-                self.sink(safe[self.shown:])
+                self.sink.piece(safe[self.shown:])
                 self.shown = len(safe)
 
     def finish(self) -> tuple[str, int, str]:
@@ -75,7 +80,7 @@ class RowTracker:
         text = self.text.rstrip("\ufffd")  # a reply cut by max_new_tokens inside a multi-byte character
         n = len(self.ids) + int(self.eos_seen)
         if self.sink is not None and len(text) > self.shown:
-            self.sink(text[self.shown:])
+            self.sink.piece(text[self.shown:])
             self.shown = len(text)
         return text, n, self.reason
 

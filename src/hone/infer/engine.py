@@ -167,7 +167,7 @@ class TransformersEngine:
     def generate_batch(self, requests: Sequence[Request], sinks: Sequence[Any] | None = None) -> list[Generation]:
         """Generate replies for requests that share options, adapter and seed, in one left-padded batch.
 
-        ``sinks`` (one per request, or None) receive each ``Delta`` as it is decoded.
+        ``sinks`` (one per request) receive the text as it is decoded and may cancel their row (see RowTracker).
         """
         if not requests:
             return []
