@@ -144,8 +144,11 @@ def cmd_infer(args: argparse.Namespace, rest: list[str]) -> int:
         _need_run(cfg, run, "`hone infer` without --dataset")
     engine = _engine(cfg, model_given)
     res = run_infer(cfg, engine, run, dataset_given=bool(cfg.data.dataset), output=args.output, show=args.show)
-    if cfg.gen.overwrite_generation_config and run is not None:
-        print(f"generation config: {engine.write_generation_config(run.weights_dir('final'), cfg.gen)}")
+    if cfg.gen.overwrite_generation_config:
+        if run is None:
+            log.warning("overwrite_generation_config: no run to write into (it needs --adapter RUN_DIR)")
+        else:
+            print(f"generation config: {engine.write_generation_config(run.weights_dir('final'), cfg.gen)}")
     return 0 if res.records else 1
 
 

@@ -128,3 +128,17 @@ def test_overwrite_generation_config(engine, tmp_path):
     cfg = json.loads(path.read_text())
     assert (cfg["max_new_tokens"], cfg["do_sample"], cfg["temperature"], cfg["top_k"], cfg["top_p"],
             cfg["repetition_penalty"]) == (33, True, 0.5, 5, 0.8, 1.1)
+
+
+def test_vllm_backend_without_vllm_or_gpu_is_one_sentence(tiny_model_dir):
+    import importlib.util
+
+    from hone.config import load_config
+    from hone.infer.engine import load_engine
+
+    if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available():
+        pytest.skip("vLLM and a GPU are present here")
+    cfg = load_config(None, {"model": str(tiny_model_dir), "infer_backend": "vllm"})
+    with pytest.raises(ModelError, match="infer_backend vllm needs") as e:
+        load_engine(cfg)
+    assert "transformers" in str(e.value)
