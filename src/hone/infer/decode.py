@@ -42,7 +42,7 @@ class RowTracker:
         self.done = False
         self.reason = "length"
         self.text = ""
-        self.shown = 0
+        self.shown = ""
         self.eos_seen = False
 
     def _decode(self) -> str:
@@ -62,26 +62,28 @@ class RowTracker:
             self.text = self._decode()
             self.eos_seen = True
         else:
-            text, hit = cut_stops(self._decode(), self.stops)
-            self.text = text
-            if hit:
-                self.done, self.reason = True, "stop"
-            elif len(self.ids) >= self.max_new:
+            if self.stops or self.sink is not None:  # otherwise the text is needed only at the end
+                self.text, hit = cut_stops(self._decode(), self.stops)
+                if hit:
+                    self.done, self.reason = True, "stop"
+            if not self.done and len(self.ids) >= self.max_new:
                 self.done = True
         if self.sink is not None and not self.done:
             safe = self.text.rstrip("\ufffd")
             safe = safe[:len(safe) - _held_back(safe, self.stops)]
-            if len(safe) > self.shown and safe.startswith(self.text[:self.shown]):
-                self.sink.piece(safe[self.shown:])
-                self.shown = len(safe)
+            if len(safe) > len(self.shown) and safe.startswith(self.shown):  # never take back shown text
+                self.sink.piece(safe[len(self.shown):])
+                self.shown = safe
 
     def finish(self) -> tuple[str, int, str]:
         """(text, generated tokens, finish reason); streams the rest of the text and ends the stream."""
+        if not self.stops and self.sink is None:
+            self.text = self._decode()
         text = self.text.rstrip("\ufffd")  # a reply cut by max_new_tokens inside a multi-byte character
         n = len(self.ids) + int(self.eos_seen)
-        if self.sink is not None and len(text) > self.shown:
-            self.sink.piece(text[self.shown:])
-            self.shown = len(text)
+        if self.sink is not None and len(text) > len(self.shown) and text.startswith(self.shown):
+            self.sink.piece(text[len(self.shown):])
+            self.shown = text
         return text, n, self.reason
 
 
