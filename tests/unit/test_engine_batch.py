@@ -100,16 +100,29 @@ def test_concurrent_submits_are_batched_and_match(engine):
     gen = GenCfg(max_new_tokens=8)
     want = {p: engine.complete([Message("user", p)], gen, adapter=BASE).text for p in PROMPTS}
     got: dict[str, str] = {}
+    sizes: list[int] = []
+    barrier = threading.Barrier(len(PROMPTS))
+    real = engine.generate_batch
+
+    def counting(requests, sinks=None):
+        sizes.append(len(requests))
+        return real(requests, sinks)
 
     def ask(p: str) -> None:
+        barrier.wait()
         got[p] = engine.submit(Request([Message("user", p)], gen, adapter=BASE)).result().text
 
-    threads = [threading.Thread(target=ask, args=(p,)) for p in PROMPTS]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    engine.generate_batch = counting
+    try:
+        threads = [threading.Thread(target=ask, args=(p,)) for p in PROMPTS]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        del engine.generate_batch
     assert got == want
+    assert sum(sizes) == len(PROMPTS) and max(sizes) > 1, sizes  # requests arriving together share a batch
 
 
 def test_sampling_is_repeatable_with_a_seed(engine):
