@@ -89,7 +89,8 @@ class VllmEngine:
     def generate_many(self, requests: Sequence[Request], batch_size: int = 0, progress: Any = None
                       ) -> list[Generation]:
         """All requests at once: vLLM schedules them itself (continuous batching)."""
-        prompts = [{"prompt_token_ids": prompt_ids(self.template, self.tokenizer, self.system, r.messages, r.tools)} for r in requests]
+        prompts = [{"prompt_token_ids": prompt_ids(self.template, self.tokenizer, self.system, r.messages, r.tools)}
+                   for r in requests]
         params = [self._params(r.gen, r.seed) for r in requests]
         loras = [self._lora(r.adapter) for r in requests]
         outs = self.llm.generate(prompts, params, lora_request=loras, use_tqdm=False)
