@@ -112,17 +112,76 @@ def _relaunch(nproc: int, argv: list[str], master_port: int | None = None) -> in
     return 0
 
 
+def _cfg_and_run(rest: list[str], command: str) -> tuple[Any, Any, bool]:
+    """(config, run or None, whether the user named a model) for chat / infer / eval."""
+    from .runs import read_run, run_dir_of
+
+    loaded = _load(rest, command)
+    cfg = loaded.cfg
+    adapter = cfg.tune.adapter
+    return cfg, read_run(adapter) if adapter and run_dir_of(adapter) else None, "model" in loaded.given
+
+
+def _need_run(cfg: Any, run: Any, what: str) -> None:
+    """Refuse, before any model loads, a missing --adapter or one that is no run."""
+    from .runs import read_run
+
+    if run is None:
+        if cfg.tune.adapter:
+            read_run(cfg.tune.adapter)  # says in one sentence why it is not a run
+        raise HoneError(f"{what} needs --adapter RUN_DIR (the directory `hone train` printed)")
+
+
+def _engine(cfg: Any, model_given: bool, extra_adapters: Sequence[str] = ()) -> Any:
+    """The engine for chat / infer / eval: with --adapter RUN alone, the run names the base model."""
+    from .infer.engine import load_engine
+
+    named = {}
+    for spec in extra_adapters:
+        name, sep, where = spec.partition("=")
+        if not sep or not name or not where:
+            raise HoneError(f"--load_adapter takes NAME=PATH, not {spec!r}")
+        named[name] = where
+    return load_engine(cfg, cfg.tune.adapter, model_given=model_given, adapters=named)
+
+
 def cmd_chat(args: argparse.Namespace, rest: list[str]) -> int:
     from .infer.chat import answer_once, chat_loop
-    from .infer.engine import TransformersEngine
 
-    loaded = _load(rest, "chat")
-    cfg = loaded.cfg
-    engine = TransformersEngine.load(cfg.model, cfg.tune.adapter, model_given="model" in loaded.given)
+    cfg, _, model_given = _cfg_and_run(rest, "chat")
+    engine = _engine(cfg, model_given, args.load_adapter or ())
     if args.prompt is not None:
         answer_once(engine, cfg.gen, args.prompt)
         return 0
     chat_loop(engine, cfg.gen)
+    return 0
+
+
+def cmd_infer(args: argparse.Namespace, rest: list[str]) -> int:
+    from .infer.batch import run_infer
+
+    cfg, run, model_given = _cfg_and_run(rest, "infer")
+    if not cfg.data.dataset:
+        _need_run(cfg, run, "`hone infer` without --dataset")
+    engine = _engine(cfg, model_given)
+    res = run_infer(cfg, engine, run, dataset_given=bool(cfg.data.dataset), output=args.output, show=args.show)
+    if cfg.gen.overwrite_generation_config:
+        if run is None:
+            log.warning("overwrite_generation_config: no run to write into (it needs --adapter RUN_DIR)")
+        else:
+            print(f"generation config: {engine.write_generation_config(run.weights_dir('final'), cfg.gen)}")
+    return 0 if res.records else 1
+
+
+def cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
+    from .infer.report import run_eval
+
+    cfg, run, model_given = _cfg_and_run(rest, "eval")
+    _need_run(cfg, run, "`hone eval`")
+    engine = _engine(cfg, model_given)
+    run_eval(cfg, engine, run, dataset_given=bool(cfg.data.dataset), show=args.show)
+    if cfg.gen.overwrite_generation_config:
+        print(f"generation config: {engine.write_generation_config(run.weights_dir('final'), cfg.gen)}")
     return 0
 
 
@@ -203,12 +262,29 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=cmd_train)
     c = sub.add_parser("chat", help="talk to a model (and a tuned adapter)",
                        description="hone chat [CONFIG.yaml] [--model M] [--adapter RUN_DIR] [--prompt TEXT]. "
-                       "Without --prompt: an interactive session (/clear, /system TEXT, /exit). With --adapter "
-                       "and no model named, the base model and template come from the run. Training keys (a "
-                       "shared YAML) are "
-                       "accepted and not checked. " + KEYS_NOTE)
+                       "Without --prompt: an interactive session (a line ending in \\ continues on the next; "
+                       "Ctrl-C stops the answer; /clear, /system TEXT, /save FILE, /adapter NAME, /exit). With "
+                       "--adapter and no model named, the base model and template come from the run. Training "
+                       "keys (a shared YAML) are accepted and not checked. " + KEYS_NOTE)
     c.add_argument("--prompt", help="answer this one message and exit")
+    c.add_argument("--load_adapter", action="append", metavar="NAME=PATH",
+                   help="load another adapter (a run, checkpoint or adapter folder) under NAME; repeatable")
     c.set_defaults(fn=cmd_chat)
+    i = sub.add_parser("infer", help="predictions for a dataset (or a run's validation split), with metrics",
+                       description="hone infer --adapter RUN_DIR [--dataset DATA] [--output FILE]: generate a reply "
+                       "for every row, write them as jsonl (prompt, reference, prediction, token counts), show a "
+                       "few, and where every row has a reference print BLEU-4 and ROUGE-1/2/L (LLaMA-Factory's "
+                       "method; needs the `metrics` extra). Without --dataset, the run's validation split. "
+                       + KEYS_NOTE)
+    i.add_argument("--output", help="predictions file (default: RUN_DIR/predictions.jsonl, or ./predictions.jsonl)")
+    i.add_argument("--show", type=int, default=3, help="rows printed side by side")
+    i.set_defaults(fn=cmd_infer)
+    e = sub.add_parser("eval", help="did the fine-tune help? base vs tuned on the validation split",
+                       description="hone eval --adapter RUN_DIR [--dataset DATA]: loss, perplexity and generation "
+                       "metrics of the base model and of the tuned one, and examples side by side; writes "
+                       "report.md and report.html into the run directory. " + KEYS_NOTE)
+    e.add_argument("--show", type=int, default=5, help="examples in the report")
+    e.set_defaults(fn=cmd_eval)
     m = sub.add_parser("models", help="list or pull models", description="hone models list | hone models pull NAME")
     m.add_argument("action", choices=("list", "pull"))
     m.add_argument("name", nargs="?")
