@@ -105,6 +105,13 @@ def cmd_chat(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, rest: list[str]) -> int:
+    from .serve.server import relaunch_without_key, serve
+
+    relaunch_without_key(sys.argv[1:])  # a key typed on the command line moves to the environment
+    return serve(args, rest, lambda tokens, extra: _load(tokens, extra))
+
+
 def cmd_models(args: argparse.Namespace, rest: list[str]) -> int:
     from .models.gguf import cached_models, models_dir, pull_builtin
     from .models.load import resolve_model
@@ -189,6 +196,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "alone, the base model and template come from the run. " + KEYS_NOTE)
     c.add_argument("--prompt", help="answer this one message and exit")
     c.set_defaults(fn=cmd_chat)
+    s = sub.add_parser("serve", help="OpenAI-compatible server for a model and its adapters",
+                       description="hone serve RUN_DIR | hone serve --model M [--adapter NAME=DIR ...] [--host H] "
+                       "[--port P] [--api-key KEY]. Serves /v1/models, /v1/chat/completions, /v1/completions, "
+                       "/health and a chat page at /; a request's `model` picks the base or an adapter by name. "
+                       + KEYS_NOTE)
+    from .serve.server import add_arguments
+
+    add_arguments(s)
+    s.set_defaults(fn=cmd_serve)
     m = sub.add_parser("models", help="list or pull models", description="hone models list | hone models pull NAME")
     m.add_argument("action", choices=("list", "pull"))
     m.add_argument("name", nargs="?")
