@@ -9,6 +9,7 @@ import argparse
 import ipaddress
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -22,8 +23,6 @@ _FOREIGN = ("--infer_backend", "--infer-backend", "--vllm_", "--vllm-", "--sglan
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run_dir", nargs="?", help="a hone run directory: its base model plus its adapter (named by "
-                   "the folder)")
     p.add_argument("--model", "--model_name_or_path", "--model_id_or_path", dest="serve_model",
                    help="base model (name, path or hub id)")
     p.add_argument("--adapter", "--adapters", "--adapter_name_or_path", "--lora_modules", dest="adapters",
@@ -163,11 +162,14 @@ def serve(args: argparse.Namespace, rest: Sequence[str], load_config: Any) -> in
     if not is_loopback(args.host) and not key and not args.insecure:
         raise HoneError(f"--host {args.host} is reachable from other machines; set --api-key (or {KEY_ENV}), or "
                         "pass --insecure to serve without one")
-    if args.serve_model is None and not args.run_dir:
-        raise HoneError("name what to serve: hone serve RUN_DIR, or hone serve --model M [--adapter NAME=DIR]")
+    rest = list(rest)
+    # RUN_DIR is read here, not by argparse, which would take the value of an unknown --key for it
+    args.run_dir = rest.pop(0) if rest and not rest[0].startswith("-") else None
     tokens, foreign = split_foreign(rest)
     if foreign:
         log.info("%s: accepted for compatibility; hone serves with its own engine", ", ".join(sorted(set(foreign))))
+    if args.serve_model is None and not args.run_dir:
+        raise HoneError("name what to serve: hone serve RUN_DIR, or hone serve --model M [--adapter NAME=DIR]")
     overrides = {"model": args.serve_model} if args.serve_model else {}
     cfg = load_config(tokens, overrides)
     sock = bind(args.host, args.port)
@@ -179,6 +181,10 @@ def serve(args: argparse.Namespace, rest: Sequence[str], load_config: Any) -> in
           flush=True)
     config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=60,
                             h11_max_incomplete_event_size=64 * 1024)
+    # uvicorn drains in-flight requests on SIGINT/SIGTERM, then raises the signal again under the handlers it
+    # found; these make that second delivery a no-op, so a drained server exits 0 instead of dying by signal
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     uvicorn.Server(config).run(sockets=[sock])
     print("stopped", flush=True)
     return 0
