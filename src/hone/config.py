@@ -189,6 +189,16 @@ class GenCfg:
     repetition_penalty: float = opt(1.0, "Penalty > 1 discourages repeating tokens.")
     stop_words: tuple[str, ...] = opt((), "Extra strings that end a reply.")
     stream: bool = opt(True, "Stream tokens as they are generated in `hone chat`.")
+    overwrite_generation_config: bool = opt(False, "Write these generation options into the checkpoint's "
+                                            "`generation_config.json` (`hone infer`, `hone eval`).")
+    infer_backend: str = opt("transformers", "Generation backend: `transformers` (any machine; `huggingface` is the "
+                             "same) or `vllm` (needs vLLM and a CUDA GPU).",
+                             choices=("transformers", "huggingface", "vllm"))
+    infer_batch_size: int = opt(8, "Prompts generated together by `hone infer` / `hone eval`.")
+    vllm_maxlen: int = opt(4096, "With vLLM: longest prompt plus reply in tokens.")
+    vllm_gpu_util: float = opt(0.9, "With vLLM: share (0-1) of GPU memory it may take.")
+    vllm_enforce_eager: bool = opt(False, "With vLLM: no CUDA graphs (less memory, slower).")
+    vllm_max_lora_rank: int = opt(32, "With vLLM: the largest LoRA rank an adapter may have.")
 
 
 @dataclass(frozen=True)

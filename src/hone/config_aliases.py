@@ -161,7 +161,7 @@ IGNORED: dict[str, str] = {
     "stage": "hone trains supervised fine-tuning (`sft`); other stages are not available yet",
     "do_train": "`hone train` always trains",
     "do_eval": "evaluation runs whenever validation data exists",
-    "do_predict": "use `hone infer` (coming) for predictions",
+    "do_predict": "use `hone infer` for predictions and their metrics",
     "overwrite_cache": "the tokenization cache is keyed by content, so it is never stale",
     "logging_strategy": "hone logs every `logging_steps` steps",
     "log_level": "hone logs at info on the main process",
