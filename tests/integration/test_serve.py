@@ -46,14 +46,14 @@ def server(tiny_model_dir, adapters):
 
 @pytest.fixture
 def client(server):
-    return openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=60)
+    return openai.OpenAI(base_url=server.url + "/v1", api_key=KEY, max_retries=0, timeout=300)
 
 
 def http(server, method, path, key=KEY, **kw):
     headers = kw.pop("headers", {})
     if key:
         headers["Authorization"] = f"Bearer {key}"
-    return httpx.request(method, server.url + path, headers=headers, timeout=60, **kw)
+    return httpx.request(method, server.url + path, headers=headers, timeout=300, **kw)
 
 
 def ask(model, text="Who are you?"):
@@ -97,7 +97,7 @@ def test_stream_matches_whole_reply_and_conforms(client, server):
     assert whole.usage.completion_tokens == 8
     # raw wire: event-stream, data lines, one [DONE] at the end
     with httpx.stream("POST", server.url + "/v1/chat/completions", json={**ask("beta"), "stream": True},
-                      headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as r:
+                      headers={"Authorization": f"Bearer {KEY}"}, timeout=300) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         raw = r.read().decode()
     events = [e for e in raw.split("\n\n") if e]
@@ -141,9 +141,9 @@ def test_seed_003_curl_works(server):
         "messages": [{"role": "system", "content": "你是Qwen，由阿里云创建。你是一个乐于助人的助手。"},
                      {"role": "user", "content": "你是谁？"}],
         "temperature": 0.7, "top_p": 0.8, "repetition_penalty": 1.05, "max_tokens": 512}, ensure_ascii=False)
-    proc = subprocess.run(["curl", "-s", "--max-time", "120", server.url + "/v1/chat/completions",
+    proc = subprocess.run(["curl", "-s", "--max-time", "500", server.url + "/v1/chat/completions",
                            "-H", "Content-Type: application/json", "-H", f"Authorization: Bearer {KEY}",
-                           "-d", body], capture_output=True, text=True, timeout=150)
+                           "-d", body], capture_output=True, text=True, timeout=520)
     reply = json.loads(proc.stdout)
     assert reply["object"] == "chat.completion" and reply["model"] == "alpha"
     assert reply["choices"][0]["finish_reason"] in ("stop", "length")
@@ -210,13 +210,13 @@ def test_key_not_in_process_list(server):
 
 
 def test_disconnect_stops_generation(server):
-    body = {**ask("alpha"), "max_tokens": 900, "stream": True}
+    body = {**ask("alpha"), "max_tokens": 400, "stream": True}
     t0 = time.monotonic()
     r = http(server, "POST", "/v1/chat/completions", json={**body, "stream": False})
     full = time.monotonic() - t0
-    assert r.json()["usage"]["completion_tokens"] > 400  # a long generation to cut short
+    assert r.json()["usage"]["completion_tokens"] > 200  # a long generation to cut short
     with httpx.stream("POST", server.url + "/v1/chat/completions", json=body,
-                      headers={"Authorization": f"Bearer {KEY}"}, timeout=60) as s:
+                      headers={"Authorization": f"Bearer {KEY}"}, timeout=300) as s:
         for i, _ in enumerate(s.iter_lines()):
             if i > 6:
                 break

@@ -33,9 +33,9 @@ class RowTracker:
     """The state of one reply while it is generated."""
 
     def __init__(self, tokenizer: Any, eos_ids: Sequence[int], stops: Sequence[str], max_new_tokens: int,
-                 sink: Callable[[Any], None] | None = None) -> None:
+                 sink: Callable[[Any], None] | None = None, cancel: Any = None) -> None:
         self.tokenizer, self.eos, self.stops, self.max_new = tokenizer, set(eos_ids), list(stops), max_new_tokens
-        self.sink = sink
+        self.sink, self.cancel = sink, cancel
         self.ids: list[int] = []
         self.done = False
         self.reason = "length"
@@ -51,7 +51,9 @@ class RowTracker:
         if self.done:
             return
         self.ids.append(token)
-        if token in self.eos:
+        if self.cancel is not None and self.cancel.is_set():  # nobody reads this reply any more
+            self.done = True
+        elif token in self.eos:
             self.done, self.reason = True, "stop"
             self.ids.pop()  # eos counts as generated but is not text
             self.text = self._decode()

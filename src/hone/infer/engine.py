@@ -55,6 +55,10 @@ class Request:
     adapter: str | None = None
     tools: Sequence[dict[str, Any]] = ()
     seed: int | None = None
+    prompt: Sequence[int] | None = None
+    """Token ids to continue instead of the rendered conversation (plain-text completion)."""
+    cancel: threading.Event | None = None
+    """Set it to end this reply early (its client went away); the rest of its batch goes on."""
 
 
 class TransformersEngine:
@@ -176,13 +180,14 @@ class TransformersEngine:
             return []
         first = requests[0]
         gen, adapter = first.gen, self._adapter_of(first)
-        prompts = [self.prompt_ids(r.messages, r.tools) for r in requests]
+        prompts = [list(r.prompt) if r.prompt is not None else self.prompt_ids(r.messages, r.tools)
+                   for r in requests]
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.model.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.model.device)
         trackers = [RowTracker(self.tokenizer, self.eos_ids, self.stops(gen), gen.max_new_tokens,
-                               sinks[i] if sinks else None) for i in range(len(requests))]
+                               sinks[i] if sinks else None, r.cancel) for i, r in enumerate(requests)]
         with self.lock, torch.no_grad(), self._using(adapter):
             if first.seed is not None:
                 torch.manual_seed(first.seed)

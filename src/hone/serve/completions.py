@@ -79,7 +79,7 @@ def plan_chat(backend: Any, req: ChatRequest, base: GenCfg) -> Plan:
                        param="messages") from None
     asked = req.max_completion_tokens or req.max_tokens
     gen = _gen_for(req, base, _budget(backend, len(ids), asked, base.max_new_tokens, "messages"))
-    jobs = [Job(model, ids, gen, req.seed if i == 0 else _next_seed(req.seed, i)) for i in range(req.n)]
+    jobs = [Job(model, ids, gen, req.seed) for _ in range(req.n)]
     return Plan(backend, True, model, jobs, len(ids), parse_tools=bool(tools) and
                 writes_tool_call_tags(template, backend.tokenizer),
                 include_usage=bool(req.stream_options and req.stream_options.include_usage),
@@ -98,62 +98,71 @@ def plan_text(backend: Any, req: CompletionRequest, base: GenCfg) -> Plan:
         raise APIError(400, "echo is not supported", param="echo")
     ids = backend.text_prompt(text)
     gen = _gen_for(req, base, _budget(backend, len(ids), req.max_tokens, 16, "prompt"))
-    jobs = [Job(model, ids, gen, req.seed if i == 0 else _next_seed(req.seed, i)) for i in range(req.n)]
+    jobs = [Job(model, ids, gen, req.seed) for _ in range(req.n)]
     return Plan(backend, False, model, jobs, len(ids),
                 include_usage=bool(req.stream_options and req.stream_options.include_usage), id=new_id("cmpl"))
-
-
-def _next_seed(seed: int | None, i: int) -> int | None:
-    return None if seed is None else seed + i  # each of n choices differs, yet the whole request repeats
 
 
 def _short(e: Exception) -> str:
     return str(e).splitlines()[0][:300] if str(e) else type(e).__name__
 
 
-async def pieces(plan: Plan, job: Job) -> AsyncIterator[Piece]:
-    """The job's pieces, generated in a worker thread; leaving early cancels the generation."""
+async def pieces(plan: Plan) -> AsyncIterator[tuple[int, Piece]]:
+    """(choice index, piece) as the choices are generated; all of a request's choices are queued together so the
+    engine batches them (and one seed covers them all). Leaving early cancels the generation."""
     loop = asyncio.get_running_loop()
     q: asyncio.Queue[Any] = asyncio.Queue()
 
     def put(item: Any) -> None:
         try:
             loop.call_soon_threadsafe(q.put_nowait, item)
-        except RuntimeError:  # the loop closed (server stopping); nobody is listening
-            job.cancel.set()
+        except RuntimeError:  # the loop has closed (server stopping); nobody is listening
+            plan.cancel()
+
+    def drain(i: int, handle: Any) -> None:
+        try:
+            for p in plan.backend.pieces(handle):
+                put((i, p))
+        except BaseException as e:
+            put((i, e))
+        finally:
+            put((i, None))
 
     def work() -> None:
         try:
-            for p in plan.backend.run(job):
-                put(p)
+            handles = [plan.backend.start(j) for j in plan.jobs]
         except BaseException as e:
-            put(e)
-        finally:
-            put(None)
+            put((-1, e))
+            return
+        for i, h in enumerate(handles):
+            threading.Thread(target=drain, args=(i, h), daemon=True, name="hone-reply").start()
 
-    threading.Thread(target=work, daemon=True, name="hone-job").start()
+    threading.Thread(target=work, daemon=True, name="hone-submit").start()
+    open_jobs = len(plan.jobs)
     try:
-        while (item := await q.get()) is not None:
+        while open_jobs:
+            i, item = await q.get()
             if isinstance(item, BaseException):
                 raise item
-            yield item
+            if item is None:
+                open_jobs -= 1
+                continue
+            yield i, item
     finally:
-        job.cancel.set()
+        plan.cancel()
 
 
 async def whole(plan: Plan) -> dict[str, Any]:
-    choices, completion = [], 0
-    for i, job in enumerate(plan.jobs):
-        text, reason, n = [], "stop", 0
-        async for p in pieces(plan, job):
-            text.append(p.text)
-            if p.finish_reason:
-                reason, n = p.finish_reason, p.completion_tokens
-        completion += n
-        choices.append(_choice(plan, i, "".join(text), reason))
+    texts: list[list[str]] = [[] for _ in plan.jobs]
+    reasons, counts = ["stop"] * len(plan.jobs), [0] * len(plan.jobs)
+    async for i, p in pieces(plan):
+        texts[i].append(p.text)
+        if p.finish_reason:
+            reasons[i], counts[i] = p.finish_reason, p.completion_tokens
+    choices = [_choice(plan, i, "".join(t), reasons[i]) for i, t in enumerate(texts)]
     obj = "chat.completion" if plan.chat else "text_completion"
     return {"id": plan.id, "object": obj, "created": plan.created, "model": plan.model, "choices": choices,
-            "usage": usage(plan.prompt_tokens, completion)}
+            "usage": usage(plan.prompt_tokens, sum(counts))}
 
 
 def _choice(plan: Plan, i: int, text: str, reason: str) -> dict[str, Any]:
@@ -171,36 +180,34 @@ async def stream_events(plan: Plan) -> AsyncIterator[str]:
     """Server-sent events: chunks, an optional usage chunk, then ``[DONE]``; an engine error becomes an error
     event (and still ``[DONE]``) so the client never hangs."""
     completion = 0
+    held = [""] * len(plan.jobs)  # with tools: text from the first "<tool_call>" on waits for the reply's end
     try:
-        for i, job in enumerate(plan.jobs):
-            if plan.chat:
+        if plan.chat:
+            for i in range(len(plan.jobs)):
                 yield _event(plan, _delta(plan, i, {"role": "assistant", "content": ""}))
-            held = ""  # with tools: text from the first "<tool_call>" on waits for the end of the reply
-            async for p in pieces(plan, job):
-                text = p.text
-                if plan.parse_tools:
-                    held += text
-                    k = held.find(OPEN)
-                    keep = len(held) - k if k >= 0 else _partial(held, OPEN)
-                    text, held = held[:len(held) - keep], held[len(held) - keep:]
-                if p.finish_reason is None:
-                    if text:
-                        yield _event(plan, _text_delta(plan, i, text))
-                    continue
-                completion += p.completion_tokens
-                reason = p.finish_reason
-                if text:
-                    yield _event(plan, _text_delta(plan, i, text))
-                if held:
-                    content, calls = parse_tool_calls(held)
-                    if calls:
-                        reason = "tool_calls"
-                        yield _event(plan, _delta(plan, i, {"tool_calls": [
-                            {"index": j, **c} for j, c in enumerate(calls)]}))
-                    else:
-                        yield _event(plan, _text_delta(plan, i, held))
-                yield _event(plan, _delta(plan, i, {}, reason) if plan.chat else
-                             {"index": i, "text": "", "logprobs": None, "finish_reason": reason})
+        async for i, p in pieces(plan):
+            text = p.text
+            if plan.parse_tools:
+                buf = held[i] + text
+                k = buf.find(OPEN)
+                keep = len(buf) - k if k >= 0 else _partial(buf, OPEN)
+                text, held[i] = buf[:len(buf) - keep], buf[len(buf) - keep:]
+            if text:
+                yield _event(plan, _text_delta(plan, i, text))
+            if p.finish_reason is None:
+                continue
+            completion += p.completion_tokens
+            reason = p.finish_reason
+            if held[i]:
+                content, calls = parse_tool_calls(held[i])
+                if calls:
+                    reason = "tool_calls"
+                    yield _event(plan, _delta(plan, i, {"tool_calls": [
+                        {"index": j, **c} for j, c in enumerate(calls)]}))
+                else:
+                    yield _event(plan, _text_delta(plan, i, held[i]))
+            yield _event(plan, _delta(plan, i, {}, reason) if plan.chat else
+                         {"index": i, "text": "", "logprobs": None, "finish_reason": reason})
         if plan.include_usage:
             yield _sse(_envelope(plan, [], usage(plan.prompt_tokens, completion)))
     except asyncio.CancelledError:

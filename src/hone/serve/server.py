@@ -116,11 +116,11 @@ def scrub_key_argv(argv: Sequence[str]) -> list[str] | None:
 
 
 def load_backend(args: argparse.Namespace, cfg: Any, model_given: bool) -> Any:
-    """The base model and every adapter, each by name."""
+    """The base model with every adapter loaded unmerged, each by name."""
     import dataclasses
 
     from ..infer.engine import TransformersEngine
-    from ..runs import read_run, run_dir_of
+    from ..runs import read_run
     from .backend import Backend
 
     adapters = parse_adapters(args.adapters)
@@ -128,8 +128,7 @@ def load_backend(args: argparse.Namespace, cfg: Any, model_given: bool) -> Any:
     aliases: list[str] = []
     if args.run_dir:
         run = read_run(args.run_dir)
-        name = Path(args.run_dir.rstrip("/")).name
-        adapters.insert(0, (name, str(args.run_dir)))
+        adapters.insert(0, (Path(args.run_dir.rstrip("/")).name, str(args.run_dir)))
         if not model_given:
             mcfg = dataclasses.replace(mcfg, model=run.model_dir or run.model,
                                        template=mcfg.template if mcfg.template != "auto" else run.template,
@@ -137,16 +136,14 @@ def load_backend(args: argparse.Namespace, cfg: Any, model_given: bool) -> Any:
             aliases.append(run.model)
     base_name = args.served_model_name or mcfg.model
     aliases += [mcfg.model, Path(mcfg.model).name]
+    if any(name == base_name for name, _ in adapters):
+        raise HoneError(f"the adapter name {base_name!r} is the base model's; choose another with NAME=DIR")
     log.info("loading %s", mcfg.model)
-    engines = {base_name: TransformersEngine.load(mcfg)}
+    engine = TransformersEngine.load(mcfg)
     for name, path in adapters:
-        if name in engines:
-            raise HoneError(f"the adapter name {name!r} is taken by the base model; choose another with NAME=DIR")
-        if run_dir_of(path):
-            path = str(read_run(path).weights_dir("final"))
         log.info("loading adapter %s from %s", name, path)
-        engines[name] = TransformersEngine.load(mcfg, path, model_given=True)
-    return Backend(engines, base_name, aliases)
+        engine.add_adapter(name, path)
+    return Backend(engine, base_name, aliases)
 
 
 def serve(args: argparse.Namespace, rest: Sequence[str], load_config: Any) -> int:
