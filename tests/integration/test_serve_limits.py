@@ -67,3 +67,19 @@ def test_busy_port_is_an_error(tiny_model_dir):
         p = _hone("--model", str(tiny_model_dir), "--port", str(port))
     assert p.returncode == 2 and f"127.0.0.1:{port}" in p.stderr and "--port" in p.stderr
     assert "loading" not in p.stderr and "Traceback" not in p.stderr
+
+
+def test_serve_a_run_directory(tiny_cfg):
+    import hone
+
+    res = hone.train({**tiny_cfg, "max_steps": 2, "save_steps": 2})
+    srv = Server([str(res.run_dir), "--max_new_tokens", "4"])
+    try:
+        models = httpx.get(srv.url + "/v1/models", timeout=60).json()["data"]
+        assert [m["id"] for m in models] == [tiny_cfg["model"], res.run_dir.name]
+        body = {"messages": [{"role": "user", "content": "Who are you?"}], "temperature": 0}
+        reply = httpx.post(srv.url + "/v1/chat/completions", json=body, timeout=300).json()
+        assert reply["model"] == res.run_dir.name and reply["usage"]["completion_tokens"] <= 4
+    finally:
+        code, _, err = srv.stop()
+    assert code == 0, err[-2000:]

@@ -24,7 +24,7 @@ _FOREIGN = ("--infer_backend", "--infer-backend", "--vllm_", "--vllm-", "--sglan
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "--model_name_or_path", "--model_id_or_path", dest="serve_model",
-                   help="base model (name, path or hub id)")
+                   metavar="M", help="base model (name, path or hub id)")
     p.add_argument("--adapter", "--adapters", "--adapter_name_or_path", "--lora_modules", dest="adapters",
                    action="append", default=[], metavar="NAME=DIR",
                    help="a LoRA adapter or run directory, served under NAME (repeatable; a comma list works too)")
