@@ -42,6 +42,7 @@ def server(tiny_model_dir, adapters):
     code, out, err = srv.stop()
     assert code == 0, err[-2000:]
     assert KEY not in out + err
+    assert "Who are you?" not in out + err and "你是谁" not in out + err  # prompts are not logged
 
 
 @pytest.fixture
