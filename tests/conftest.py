@@ -73,6 +73,23 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_model_dir(tmp_path_factory.mktemp("tiny-llama"))
 
 
+@pytest.fixture(scope="session")
+def tiny_adapters(tiny_model_dir, tmp_path_factory) -> dict[str, Path]:
+    """Two LoRA adapters ("a", "b") for the tiny model with random non-zero weights, so each changes its output."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    root = tmp_path_factory.mktemp("tiny-adapters")
+    out = {}
+    for name, seed in (("a", 1), ("b", 2)):
+        torch.manual_seed(seed)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir), LoraConfig(
+            r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False))
+        model.save_pretrained(root / name)
+        out[name] = root / name
+    return out
+
+
 @pytest.fixture
 def identity_file() -> Path:
     return REPO / "examples" / "data" / "identity.json"

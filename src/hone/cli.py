@@ -87,17 +87,48 @@ def _relaunch(nproc: int, argv: list[str], master_port: int | None = None) -> in
     return 0
 
 
-def cmd_chat(args: argparse.Namespace, rest: list[str]) -> int:
+def _cfg_and_run(rest: list[str]) -> tuple[Any, Any, bool]:
+    """(config, run or None, whether the model was named) for chat / infer / eval."""
     from .config import parse_cli_overrides
-    from .infer.chat import answer_once, chat_loop
-    from .infer.engine import TransformersEngine
+    from .runs import read_run, run_dir_of
 
     path, tokens = _split_config(rest)
     overrides = parse_cli_overrides(tokens)
     model_given = path is not None or any(k in overrides for k in ("model", "model_name_or_path", "model_type",
                                                                     "model_id_or_path"))
     cfg = _load(rest)
-    engine = TransformersEngine.load(cfg.model, cfg.tune.adapter, model_given=model_given)
+    adapter = cfg.tune.adapter
+    return cfg, read_run(adapter) if adapter and run_dir_of(adapter) else None, model_given
+
+
+def _need_run(cfg: Any, run: Any, what: str) -> None:
+    """Refuse, before any model loads, a missing --adapter or one that is no run."""
+    from .runs import read_run
+
+    if run is None:
+        if cfg.tune.adapter:
+            read_run(cfg.tune.adapter)  # says in one sentence why it is not a run
+        raise HoneError(f"{what} needs --adapter RUN_DIR (the directory `hone train` printed)")
+
+
+def _engine(cfg: Any, model_given: bool, extra_adapters: Sequence[str] = ()) -> Any:
+    """The engine for chat / infer / eval: with --adapter RUN alone, the run names the base model."""
+    from .infer.engine import load_engine
+
+    named = {}
+    for spec in extra_adapters:
+        name, sep, where = spec.partition("=")
+        if not sep or not name or not where:
+            raise HoneError(f"--load_adapter takes NAME=PATH, not {spec!r}")
+        named[name] = where
+    return load_engine(cfg, cfg.tune.adapter, model_given=model_given, adapters=named)
+
+
+def cmd_chat(args: argparse.Namespace, rest: list[str]) -> int:
+    from .infer.chat import answer_once, chat_loop
+
+    cfg, _, model_given = _cfg_and_run(rest)
+    engine = _engine(cfg, model_given, args.load_adapter or ())
     if args.prompt is not None:
         answer_once(engine, cfg.gen, args.prompt)
         return 0
@@ -110,6 +141,34 @@ def cmd_serve(args: argparse.Namespace, rest: list[str]) -> int:
 
     relaunch_without_key(sys.argv[1:])  # a key typed on the command line moves to the environment
     return serve(args, rest, lambda tokens, extra: _load(tokens, extra))
+
+
+def cmd_infer(args: argparse.Namespace, rest: list[str]) -> int:
+    from .infer.batch import run_infer
+
+    cfg, run, model_given = _cfg_and_run(rest)
+    if not cfg.data.dataset:
+        _need_run(cfg, run, "`hone infer` without --dataset")
+    engine = _engine(cfg, model_given)
+    res = run_infer(cfg, engine, run, dataset_given=bool(cfg.data.dataset), output=args.output, show=args.show)
+    if cfg.gen.overwrite_generation_config:
+        if run is None:
+            log.warning("overwrite_generation_config: no run to write into (it needs --adapter RUN_DIR)")
+        else:
+            print(f"generation config: {engine.write_generation_config(run.weights_dir('final'), cfg.gen)}")
+    return 0 if res.records else 1
+
+
+def cmd_eval(args: argparse.Namespace, rest: list[str]) -> int:
+    from .infer.report import run_eval
+
+    cfg, run, model_given = _cfg_and_run(rest)
+    _need_run(cfg, run, "`hone eval`")
+    engine = _engine(cfg, model_given)
+    run_eval(cfg, engine, run, dataset_given=bool(cfg.data.dataset), show=args.show)
+    if cfg.gen.overwrite_generation_config:
+        print(f"generation config: {engine.write_generation_config(run.weights_dir('final'), cfg.gen)}")
+    return 0
 
 
 def cmd_models(args: argparse.Namespace, rest: list[str]) -> int:
@@ -192,9 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.set_defaults(fn=cmd_train)
     c = sub.add_parser("chat", help="talk to a model (and a tuned adapter)",
                        description="hone chat [CONFIG.yaml] [--model M] [--adapter RUN_DIR] [--prompt TEXT]. "
-                       "Without --prompt: an interactive session (/clear, /system TEXT, /exit). With --adapter "
-                       "alone, the base model and template come from the run. " + KEYS_NOTE)
+                       "Without --prompt: an interactive session (a line ending in \\ continues on the next; "
+                       "Ctrl-C stops the answer; /clear, /system TEXT, /save FILE, /adapter NAME, /exit). With "
+                       "--adapter alone, the base model and template come from the run. " + KEYS_NOTE)
     c.add_argument("--prompt", help="answer this one message and exit")
+    c.add_argument("--load_adapter", action="append", metavar="NAME=PATH",
+                   help="load another adapter (a run, checkpoint or adapter folder) under NAME; repeatable")
     c.set_defaults(fn=cmd_chat)
     s = sub.add_parser("serve", help="OpenAI-compatible server for a model and its adapters",
                        description="hone serve RUN_DIR | hone serve --model M [--adapter NAME=DIR ...] [--host H] "
@@ -205,6 +267,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_arguments(s)
     s.set_defaults(fn=cmd_serve)
+    i = sub.add_parser("infer", help="predictions for a dataset (or a run's validation split), with metrics",
+                       description="hone infer --adapter RUN_DIR [--dataset DATA] [--output FILE]: generate a reply "
+                       "for every row, write them as jsonl (prompt, reference, prediction, token counts), show a "
+                       "few, and where every row has a reference print BLEU-4 and ROUGE-1/2/L (LLaMA-Factory's "
+                       "method; needs the `metrics` extra). Without --dataset, the run's validation split. "
+                       + KEYS_NOTE)
+    i.add_argument("--output", help="predictions file (default: RUN_DIR/predictions.jsonl, or ./predictions.jsonl)")
+    i.add_argument("--show", type=int, default=3, help="rows printed side by side")
+    i.set_defaults(fn=cmd_infer)
+    e = sub.add_parser("eval", help="did the fine-tune help? base vs tuned on the validation split",
+                       description="hone eval --adapter RUN_DIR [--dataset DATA]: loss, perplexity and generation "
+                       "metrics of the base model and of the tuned one, and examples side by side; writes "
+                       "report.md and report.html into the run directory. " + KEYS_NOTE)
+    e.add_argument("--show", type=int, default=5, help="examples in the report")
+    e.set_defaults(fn=cmd_eval)
     m = sub.add_parser("models", help="list or pull models", description="hone models list | hone models pull NAME")
     m.add_argument("action", choices=("list", "pull"))
     m.add_argument("name", nargs="?")

@@ -68,6 +68,23 @@ class RunInfo:
         raise RunError(f"{self.run_dir} holds no weights yet (no final weights and no checkpoint)")
 
 
+    def config(self) -> Any:
+        """The run's resolved configuration (``hone_config.yaml``), as a RunCfg."""
+        from .config import load_config
+
+        path = self.run_dir / CONFIG_FILE
+        if not path.is_file():
+            raise RunError(f"{path} is missing, so the run's data settings are unknown; name the data with "
+                           "--dataset")
+        return load_config(path)
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """The run's logged records (``metrics.jsonl``), oldest first."""
+        from .training.logging import read_metrics
+
+        return read_metrics(self.run_dir / METRICS_FILE)
+
+
 def run_dir_of(path: str | Path) -> Path | None:
     """The run directory holding ``path`` (the path itself, or the run around a ``checkpoint-N`` in it)."""
     p = Path(path)

@@ -119,6 +119,11 @@ class FakeEngine:
     def generate(self, messages, gen):
         return "".join(self.stream(messages, gen))
 
+    def complete(self, messages, gen, adapter=None):
+        from hone.infer.engine import Generation
+
+        return Generation(self.generate(messages, gen), 0, 1, "stop")
+
 
 def test_chat_loop_keeps_history_and_handles_commands():
     from hone.config import GenCfg

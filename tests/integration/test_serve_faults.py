@@ -34,7 +34,7 @@ def app_url(tiny_model_dir):
         def pieces(self, handle):
             text = self.tokenizer.decode(handle.request.prompt)
             if "WEATHER" in text:
-                handle.request.cancel.set()
+                handle.cancel()
                 yield Piece("Let me check. ")
                 yield Piece(CALL[:7])
                 yield Piece(CALL[7:], "stop", 30)

@@ -6,7 +6,6 @@ adapters it is peft's own model and the base model without peft.
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 import torch
@@ -20,29 +19,10 @@ PROMPTS = ["Who are you?", "Tell me a long story about the sea and ships.", "hi"
            "Name three colours of the rainbow, please."]
 
 
-def make_adapter(model_dir: Path, out: Path, seed: int) -> Path:
-    """A tiny LoRA adapter with random (non-zero) weights, so it changes the model's output."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    torch.manual_seed(seed)
-    model = AutoModelForCausalLM.from_pretrained(model_dir)
-    peft = get_peft_model(model, LoraConfig(r=4, lora_alpha=64, target_modules=["q_proj", "v_proj", "o_proj"],
-                                            init_lora_weights=False))
-    peft.save_pretrained(out)
-    return out
-
-
 @pytest.fixture(scope="module")
-def adapters(tiny_model_dir, tmp_path_factory):
-    root = tmp_path_factory.mktemp("adapters")
-    return {"a": make_adapter(tiny_model_dir, root / "a", 1), "b": make_adapter(tiny_model_dir, root / "b", 2)}
-
-
-@pytest.fixture(scope="module")
-def engine(tiny_model_dir, adapters):
+def engine(tiny_model_dir, tiny_adapters):
     return TransformersEngine.load(ModelCfg(model=str(tiny_model_dir)), adapters={k: str(v) for k, v in
-                                                                                  adapters.items()})
+                                                                                  tiny_adapters.items()})
 
 
 def _one_by_one(model, tokenizer, engine, prompt: str, n: int) -> list[int]:
@@ -67,7 +47,7 @@ def test_batched_greedy_equals_one_by_one(tiny_model_dir):
         assert g.finish_reason == ("stop" if new[-1] in engine.eos_ids else "length")
 
 
-def test_adapters_by_name_and_base_equals_no_adapter(engine, tiny_model_dir, adapters):
+def test_adapters_by_name_and_base_equals_no_adapter(engine, tiny_model_dir, tiny_adapters):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
@@ -78,7 +58,7 @@ def test_adapters_by_name_and_base_equals_no_adapter(engine, tiny_model_dir, ada
     plain = TransformersEngine.load(ModelCfg(model=str(tiny_model_dir)))
     assert outs[BASE] == plain.complete(msgs, gen).text
     # adapter "a" through peft alone (merged into a fresh copy) gives the same greedy reply
-    ref = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(adapters["a"]))
+    ref = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(tiny_model_dir), str(tiny_adapters["a"]))
     new = _one_by_one(ref.merge_and_unload().eval(), engine.tokenizer, engine, PROMPTS[1], 10)
     assert outs["a"] == engine.tokenizer.decode(new, skip_special_tokens=True)
     # a mixed list of requests keeps each request's adapter
@@ -120,16 +100,29 @@ def test_concurrent_submits_are_batched_and_match(engine):
     gen = GenCfg(max_new_tokens=8)
     want = {p: engine.complete([Message("user", p)], gen, adapter=BASE).text for p in PROMPTS}
     got: dict[str, str] = {}
+    sizes: list[int] = []
+    barrier = threading.Barrier(len(PROMPTS))
+    real = engine.generate_batch
+
+    def counting(requests, sinks=None):
+        sizes.append(len(requests))
+        return real(requests, sinks)
 
     def ask(p: str) -> None:
+        barrier.wait()
         got[p] = engine.submit(Request([Message("user", p)], gen, adapter=BASE)).result().text
 
-    threads = [threading.Thread(target=ask, args=(p,)) for p in PROMPTS]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    engine.generate_batch = counting
+    try:
+        threads = [threading.Thread(target=ask, args=(p,)) for p in PROMPTS]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        del engine.generate_batch
     assert got == want
+    assert sum(sizes) == len(PROMPTS) and max(sizes) > 1, sizes  # requests arriving together share a batch
 
 
 def test_sampling_is_repeatable_with_a_seed(engine):
@@ -148,3 +141,17 @@ def test_overwrite_generation_config(engine, tmp_path):
     cfg = json.loads(path.read_text())
     assert (cfg["max_new_tokens"], cfg["do_sample"], cfg["temperature"], cfg["top_k"], cfg["top_p"],
             cfg["repetition_penalty"]) == (33, True, 0.5, 5, 0.8, 1.1)
+
+
+def test_vllm_backend_without_vllm_or_gpu_is_one_sentence(tiny_model_dir):
+    import importlib.util
+
+    from hone.config import load_config
+    from hone.infer.engine import load_engine
+
+    if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available():
+        pytest.skip("vLLM and a GPU are present here")
+    cfg = load_config(None, {"model": str(tiny_model_dir), "infer_backend": "vllm"})
+    with pytest.raises(ModelError, match="infer_backend vllm needs") as e:
+        load_engine(cfg)
+    assert "transformers" in str(e.value)

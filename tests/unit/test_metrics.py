@@ -11,7 +11,8 @@ import pytest
 from hone.infer.metrics import MetricsError, bleu_rouge, pair_scores
 
 PAIRS = [
-    ("我是一个人工智能助手，由Whetstone Labs开发。", "我是 Sparrow，由 Whetstone Labs 开发的人工智能助手。"),
+    ("我是一个人工智能助手，由Whetstone Labs开发。",
+     "我是 Sparrow，由 Whetstone Labs 开发的人工智能助手。"),
     ("The capital of France is Paris.", "Paris is the capital of France."),
     ("", "Some reference text."),
     ("今天天气很好，我们去公园散步吧。", "今天天气不错，适合去公园散步。"),

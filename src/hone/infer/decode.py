@@ -6,7 +6,7 @@ streamed pieces come from the same tracker, so they always agree.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from transformers import StoppingCriteria
@@ -33,14 +33,16 @@ class RowTracker:
     """The state of one reply while it is generated."""
 
     def __init__(self, tokenizer: Any, eos_ids: Sequence[int], stops: Sequence[str], max_new_tokens: int,
-                 sink: Callable[[Any], None] | None = None, cancel: Any = None) -> None:
+                 sink: Any = None) -> None:
+        """``sink`` (optional) has ``piece(text)``, called with each new piece of shown text, and ``cancelled``,
+        which ends the row early when it turns true (a reader who stopped listening)."""
         self.tokenizer, self.eos, self.stops, self.max_new = tokenizer, set(eos_ids), list(stops), max_new_tokens
-        self.sink, self.cancel = sink, cancel
+        self.sink = sink
         self.ids: list[int] = []
         self.done = False
         self.reason = "length"
         self.text = ""
-        self.shown = 0
+        self.shown = ""
         self.eos_seen = False
 
     def _decode(self) -> str:
@@ -50,35 +52,38 @@ class RowTracker:
         """One new token of this row (ignored once the row has ended)."""
         if self.done:
             return
+        if self.sink is not None and self.sink.cancelled:
+            self.done, self.reason = True, "stop"
+            return
         self.ids.append(token)
-        if self.cancel is not None and self.cancel.is_set():  # nobody reads this reply any more
-            self.done = True
-        elif token in self.eos:
+        if token in self.eos:
             self.done, self.reason = True, "stop"
             self.ids.pop()  # eos counts as generated but is not text
             self.text = self._decode()
             self.eos_seen = True
         else:
-            text, hit = cut_stops(self._decode(), self.stops)
-            self.text = text
-            if hit:
-                self.done, self.reason = True, "stop"
-            elif len(self.ids) >= self.max_new:
+            if self.stops or self.sink is not None:  # otherwise the text is needed only at the end
+                self.text, hit = cut_stops(self._decode(), self.stops)
+                if hit:
+                    self.done, self.reason = True, "stop"
+            if not self.done and len(self.ids) >= self.max_new:
                 self.done = True
         if self.sink is not None and not self.done:
             safe = self.text.rstrip("\ufffd")
             safe = safe[:len(safe) - _held_back(safe, self.stops)]
-            if len(safe) > self.shown and safe.startswith(self.text[:self.shown]):
-                self.sink(safe[self.shown:])
-                self.shown = len(safe)
+            if len(safe) > len(self.shown) and safe.startswith(self.shown):  # never take back shown text
+                self.sink.piece(safe[len(self.shown):])
+                self.shown = safe
 
     def finish(self) -> tuple[str, int, str]:
         """(text, generated tokens, finish reason); streams the rest of the text and ends the stream."""
+        if not self.stops and self.sink is None:
+            self.text = self._decode()
         text = self.text.rstrip("\ufffd")  # a reply cut by max_new_tokens inside a multi-byte character
         n = len(self.ids) + int(self.eos_seen)
-        if self.sink is not None and len(text) > self.shown:
-            self.sink(text[self.shown:])
-            self.shown = len(text)
+        if self.sink is not None and len(text) > len(self.shown) and text.startswith(self.shown):
+            self.sink.piece(text[len(self.shown):])
+            self.shown = text
         return text, n, self.reason
 
 

@@ -14,7 +14,7 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from ..config import GenCfg, ModelCfg
+from ..config import GenCfg, ModelCfg, RunCfg
 from ..data.conversation import Message
 from ..errors import ModelError
 from ..models.load import choose_precision, load_model, load_tokenizer, resolve_model
@@ -57,8 +57,6 @@ class Request:
     seed: int | None = None
     prompt: Sequence[int] | None = None
     """Token ids to continue instead of the rendered conversation (plain-text completion)."""
-    cancel: threading.Event | None = None
-    """Set it to end this reply early (its client went away); the rest of its batch goes on."""
 
 
 class TransformersEngine:
@@ -149,10 +147,7 @@ class TransformersEngine:
     # ------------------------------------------------------------------------------------------------ prompts
 
     def prompt_ids(self, messages: Sequence[Message], tools: Sequence[dict[str, Any]] = ()) -> list[int]:
-        msgs = list(messages)
-        if self.system is not None and not (msgs and msgs[0].role == "system"):
-            msgs.insert(0, Message("system", self.system))
-        return self.template.encode_prompt(msgs, self.tokenizer, tools)
+        return prompt_ids(self.template, self.tokenizer, self.system, messages, tools)
 
     def stops(self, gen: GenCfg) -> list[str]:
         """Strings that end a reply and are cut from it: the user's stop words and the template's multi-token ones."""
@@ -174,7 +169,7 @@ class TransformersEngine:
     def generate_batch(self, requests: Sequence[Request], sinks: Sequence[Any] | None = None) -> list[Generation]:
         """Generate replies for requests that share options, adapter and seed, in one left-padded batch.
 
-        ``sinks`` (one per request, or None) receive each ``Delta`` as it is decoded.
+        ``sinks`` (one per request) receive the text as it is decoded and may cancel their row (see RowTracker).
         """
         if not requests:
             return []
@@ -187,8 +182,8 @@ class TransformersEngine:
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.model.device)
         mask = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=self.model.device)
         trackers = [RowTracker(self.tokenizer, self.eos_ids, self.stops(gen), gen.max_new_tokens,
-                               sinks[i] if sinks else None, r.cancel) for i, r in enumerate(requests)]
-        with self.lock, torch.no_grad(), self._using(adapter):
+                               sinks[i] if sinks else None) for i in range(len(requests))]
+        with self.lock, torch.no_grad(), self.using(adapter):
             if first.seed is not None:
                 torch.manual_seed(first.seed)
             self.model.generate(input_ids=ids, attention_mask=mask, stopping_criteria=[
@@ -272,7 +267,7 @@ class TransformersEngine:
             raise ModelError(f"no adapter named {name!r}; loaded: {', '.join(self.adapters)}")
         return name
 
-    def _using(self, adapter: str | None) -> Any:
+    def using(self, adapter: str | None) -> Any:
         """A context in which the model runs with ``adapter`` (None: with every adapter switched off)."""
         import contextlib
 
@@ -282,6 +277,25 @@ class TransformersEngine:
             return self.model.disable_adapter()
         self.model.set_adapter(adapter)
         return contextlib.nullcontext()
+
+
+def load_engine(cfg: RunCfg, adapter: str | None = None, *, model_given: bool = True,
+                adapters: dict[str, str] | None = None) -> Any:
+    """The engine ``infer_backend`` asks for: transformers (anywhere) or vLLM (CUDA)."""
+    if cfg.gen.infer_backend == "vllm":
+        from .vllm_engine import VllmEngine
+
+        return VllmEngine.load(cfg.model, cfg.gen, adapter, model_given=model_given, adapters=adapters)
+    return TransformersEngine.load(cfg.model, adapter, model_given=model_given, adapters=adapters)
+
+
+def prompt_ids(template: Template, tokenizer: Any, system: str | None, messages: Sequence[Message],
+               tools: Sequence[dict[str, Any]] = ()) -> list[int]:
+    """Ids of the prompt for ``messages``, with the run's system prompt where the conversation has none."""
+    msgs = list(messages)
+    if system is not None and not (msgs and msgs[0].role == "system"):
+        msgs.insert(0, Message("system", system))
+    return template.encode_prompt(msgs, tokenizer, tools)
 
 
 def adapter_name(path: str | Path) -> str:

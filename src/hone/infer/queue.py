@@ -23,7 +23,7 @@ class Handle:
         self.request = request
         self._q: queue.Queue[Any] = queue.Queue()
         self._result: Generation | None = None
-        self._consumed = False
+        self.cancelled = False
 
     def piece(self, text: str) -> None:
         self._q.put(Delta(text))
@@ -31,11 +31,13 @@ class Handle:
     def close(self, result: Generation | BaseException) -> None:
         self._q.put(result)
 
+    def cancel(self) -> None:
+        """Stop generating this reply (the others in its batch go on); ``result()`` then holds what was made."""
+        self.cancelled = True
+
     def __iter__(self) -> Iterator[Delta]:
-        if self._consumed:
-            raise RuntimeError("a request's reply can be read once")
-        self._consumed = True
-        while True:
+        """The reply's pieces not read yet; after the last one, the ``Delta`` carrying the whole reply."""
+        while self._result is None:
             item = self._q.get()
             if isinstance(item, BaseException):
                 raise item
@@ -91,7 +93,7 @@ class BatchQueue:
 
     def _run(self, hs: list[Handle]) -> None:
         try:
-            results = self.engine.generate_batch([h.request for h in hs], sinks=[h.piece for h in hs])
+            results = self.engine.generate_batch([h.request for h in hs], sinks=hs)
         except BaseException as e:  # noqa: BLE001 - every caller of the batch hears of it
             for h in hs:
                 h.close(e)

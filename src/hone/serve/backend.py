@@ -24,6 +24,24 @@ class Job:
     gen: GenCfg
     seed: int | None = None
     cancel: threading.Event = field(default_factory=threading.Event)
+    _hooks: list[Any] = field(default_factory=list, init=False, repr=False)
+    _mu: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def stop(self) -> None:
+        """End the generation (from any thread); the engine drops the row at its next token."""
+        with self._mu:
+            self.cancel.set()
+            hooks = list(self._hooks)
+        for h in hooks:
+            h()
+
+    def on_cancel(self, hook: Any) -> None:
+        """Call ``hook`` on ``stop()``, at once if it has already happened."""
+        with self._mu:
+            self._hooks.append(hook)
+            done = self.cancel.is_set()
+        if done:
+            hook()
 
 
 @dataclass
@@ -79,8 +97,9 @@ class Backend:
         from ..infer.engine import Request
 
         adapter = self._base_adapter if job.model == self.base else job.model
-        return self.engine.submit(Request((), job.gen, adapter, seed=job.seed, prompt=job.prompt_ids,
-                                          cancel=job.cancel))
+        handle = self.engine.submit(Request((), job.gen, adapter, seed=job.seed, prompt=job.prompt_ids))
+        job.on_cancel(handle.cancel)
+        return handle
 
     def pieces(self, handle: Any) -> Iterator[Piece]:
         """A started job's text as it is generated (blocking); the last piece has the finish reason."""

@@ -34,7 +34,7 @@ class Plan:
 
     def cancel(self) -> None:
         for j in self.jobs:
-            j.cancel.set()
+            j.stop()
 
 
 def _gen_for(req: Any, base: GenCfg, max_tokens: int) -> GenCfg:
