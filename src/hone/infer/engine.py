@@ -242,9 +242,10 @@ class TransformersEngine:
         """
         from .queue import BatchQueue
 
-        with self.lock:
-            if self._queue is None:
-                self._queue = BatchQueue(self)
+        if self._queue is None:  # checked before locking: the lock is held while a batch generates
+            with self.lock:
+                if self._queue is None:
+                    self._queue = BatchQueue(self)
         self._adapter_of(request)  # an unknown adapter fails here, in the caller's thread
         return self._queue.put(request)
 
