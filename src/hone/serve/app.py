@@ -122,15 +122,7 @@ async def _parse(request: Request, cls: type) -> Any:
 async def _respond(request: Request, plan: Any, stream: bool, admission: Admission) -> Response:
     admission.enter()
     if stream:
-        async def events() -> AsyncIterator[str]:
-            try:
-                async for event in completions.stream_events(plan):
-                    yield event
-            finally:
-                admission.leave()
-
-        return StreamingResponse(events(), media_type="text/event-stream",
-                                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        return _Stream(completions.stream_events(plan), admission, plan)
     try:
         watch = asyncio.create_task(_watch_disconnect(request, plan))
         try:
@@ -140,6 +132,23 @@ async def _respond(request: Request, plan: Any, stream: bool, admission: Admissi
     finally:
         admission.leave()
     return JSONResponse(body)
+
+
+class _Stream(StreamingResponse):
+    """Server-sent events whose admission slot is given back however the response ends, even when the client
+    leaves before the first event (then the event generator never starts, so its own cleanup would not run)."""
+
+    def __init__(self, events: AsyncIterator[str], admission: Admission, plan: Any) -> None:
+        super().__init__(events, media_type="text/event-stream",
+                         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+        self.admission, self.plan = admission, plan
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.plan.cancel()
+            self.admission.leave()
 
 
 async def _watch_disconnect(request: Request, plan: Any) -> None:
