@@ -157,6 +157,13 @@ def cmd_chat(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace, rest: list[str]) -> int:
+    from .serve.server import relaunch_without_key, serve
+
+    relaunch_without_key(sys.argv[1:])  # a key typed on the command line moves to the environment
+    return serve(args, rest, lambda tokens, extra: _load(tokens, extra))
+
+
 def cmd_infer(args: argparse.Namespace, rest: list[str]) -> int:
     from .infer.batch import run_infer
 
@@ -270,6 +277,15 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--load_adapter", action="append", metavar="NAME=PATH",
                    help="load another adapter (a run, checkpoint or adapter folder) under NAME; repeatable")
     c.set_defaults(fn=cmd_chat)
+    s = sub.add_parser("serve", help="OpenAI-compatible server for a model and its adapters",
+                       description="hone serve RUN_DIR | hone serve --model M [--adapter NAME=DIR ...] [--host H] "
+                       "[--port P] [--api-key KEY]. Serves /v1/models, /v1/chat/completions, /v1/completions, "
+                       "/health and a chat page at /; a request's `model` picks the base or an adapter by name. "
+                       + KEYS_NOTE)
+    from .serve.server import add_arguments
+
+    add_arguments(s)
+    s.set_defaults(fn=cmd_serve)
     i = sub.add_parser("infer", help="predictions for a dataset (or a run's validation split), with metrics",
                        description="hone infer --adapter RUN_DIR [--dataset DATA] [--output FILE]: generate a reply "
                        "for every row, write them as jsonl (prompt, reference, prediction, token counts), show a "

@@ -55,6 +55,8 @@ class Request:
     adapter: str | None = None
     tools: Sequence[dict[str, Any]] = ()
     seed: int | None = None
+    prompt: Sequence[int] | None = None
+    """Token ids to continue instead of the rendered conversation (plain-text completion)."""
 
 
 class TransformersEngine:
@@ -175,7 +177,8 @@ class TransformersEngine:
             return []
         first = requests[0]
         gen, adapter = first.gen, self._adapter_of(first)
-        prompts = [self.prompt_ids(r.messages, r.tools) for r in requests]
+        prompts = [list(r.prompt) if r.prompt is not None else self.prompt_ids(r.messages, r.tools)
+                   for r in requests]
         width = max(len(p) for p in prompts)
         pad = self.tokenizer.pad_token_id
         ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=self.model.device)
@@ -241,9 +244,10 @@ class TransformersEngine:
         """
         from .queue import BatchQueue
 
-        with self.lock:
-            if self._queue is None:
-                self._queue = BatchQueue(self)
+        if self._queue is None:  # checked before locking: the lock is held while a batch generates
+            with self.lock:
+                if self._queue is None:
+                    self._queue = BatchQueue(self)
         self._adapter_of(request)  # an unknown adapter fails here, in the caller's thread
         return self._queue.put(request)
 
