@@ -6,7 +6,7 @@ import logging
 import os
 import sys
 import warnings
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 from . import __version__
 from .errors import HoneError
@@ -47,12 +47,14 @@ def _split_config(rest: Sequence[str]) -> tuple[str | None, list[str]]:
     return None, rest
 
 
-def _load(rest: Sequence[str], command: str) -> "LoadedConfig":
-    """The config ``command`` reads (its sections only), and which keys the user gave."""
-    from .config import load_with_given, sections_for
+def _load(rest: Sequence[str], command: str, extra: dict[str, Any] | None = None) -> "LoadedConfig":
+    """The config ``command`` reads (its sections only), and which keys the user gave; ``extra`` keys are
+    set as if given on the command line."""
+    from .config import load_with_given, parse_cli_overrides, sections_for
 
     path, tokens = _split_config(rest)
-    return load_with_given(path, tokens, sections=sections_for(command))
+    overrides = {**parse_cli_overrides(tokens), **(extra or {})}
+    return load_with_given(path, overrides, sections=sections_for(command))
 
 
 def cmd_train(args: argparse.Namespace, rest: list[str]) -> int:
@@ -161,7 +163,7 @@ def cmd_serve(args: argparse.Namespace, rest: list[str]) -> int:
     from .serve.server import relaunch_without_key, serve
 
     relaunch_without_key(sys.argv[1:])  # a key typed on the command line moves to the environment
-    return serve(args, rest, lambda tokens, extra: _load(tokens, extra))
+    return serve(args, rest, lambda tokens, extra: _load(tokens, "serve", extra).cfg)
 
 
 def cmd_infer(args: argparse.Namespace, rest: list[str]) -> int:
