@@ -47,18 +47,20 @@ class EvalResult:
     html: Path
 
 
-def token_loss(engine: Any, rows: Sequence[Any], adapter: str | None, batch_size: int) -> float:
-    """Mean loss per supervised token, exactly as training's evaluation computes it."""
+def token_loss(engine: Any, rows: Sequence[Any], adapter: str | None, batch_size: int,
+               full_forward: bool = False) -> float:
+    """Mean loss per supervised token, exactly as training's evaluation computes it (the same objective)."""
+    import torch
     from accelerate import Accelerator
 
     from ..training.loop import evaluate
-    from ..training.loss import CausalLMLoss
+    from ..training.objective import SFT
 
-    import torch
-
+    rows = list(rows)
+    objective = SFT(engine.tokenizer.pad_token_id, False, rows[0], full_forward)
     acc = Accelerator(cpu=not torch.cuda.is_available())
     with engine.lock, engine.using(adapter):
-        value = evaluate(CausalLMLoss(engine.model), list(rows), acc, batch_size, engine.tokenizer.pad_token_id)
+        value = evaluate(objective.loss_module(engine.model), objective, rows, acc, batch_size)
     engine.model.eval()  # evaluate() leaves the module in training mode
     return value
 
@@ -88,7 +90,7 @@ def run_eval(cfg: RunCfg, engine: Any, run: RunInfo, *, dataset_given: bool, sho
     losses = {}
     if encoded:
         for side, adapter in (("base", None), ("tuned", tuned_name)):
-            losses[side] = token_loss(engine, encoded, adapter, bs)
+            losses[side] = token_loss(engine, encoded, adapter, bs, trained.model.full_forward_loss)
     if bad:
         log.warning("%d of %d rows could not be encoded for the loss (%s); the loss covers the rest", len(bad),
                     len(convs), bad[0].reason)
