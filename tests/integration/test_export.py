@@ -211,3 +211,22 @@ def test_second_family_qwen2_merges_and_round_trips_through_gguf(tmp_path):
     for p in PROMPTS:
         ids = _ids(tok, p)
         assert torch.allclose(_logits(g, ids), _logits(m, ids), atol=1e-5, rtol=0)
+
+
+def test_qwen3_gguf_round_trip(tmp_path):
+    """Qwen3 (q/k norms, no permutation) written without training: transformers reads back equal logits."""
+    from transformers import AutoModelForCausalLM, Qwen3Config, Qwen3ForCausalLM
+
+    tok_dir = Path(__file__).resolve().parents[1] / "fixtures" / "smollm2-tokenizer"
+    torch.manual_seed(0)
+    cfg = Qwen3Config(vocab_size=49152, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                      tie_word_embeddings=True)
+    Qwen3ForCausalLM(cfg).save_pretrained(tmp_path)
+    for f in tok_dir.iterdir():
+        shutil.copy(f, tmp_path / f.name)
+    write_gguf(tmp_path, tmp_path / "m.gguf", "f32")
+    m = AutoModelForCausalLM.from_pretrained(tmp_path, dtype=torch.float32).eval()
+    g = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m.gguf", dtype=torch.float32).eval()
+    ids = torch.tensor([[1, 500, 600, 700, 2]])
+    assert torch.allclose(_logits(g, ids), _logits(m, ids), atol=1e-5, rtol=0)
