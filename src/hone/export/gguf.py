@@ -53,7 +53,7 @@ def pre_tokenizer_name(tokenizer_json: dict[str, Any]) -> str | None:
     steps = pre.get("pretokenizers", []) if pre.get("type") == "Sequence" else [pre]
     kinds = [s.get("type") for s in steps]
     if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
-        return "gpt2"
+        return "gpt-2"
     if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits") and steps[1].get("use_regex", True):
         return "smollm"
     if kinds == ["Split", "ByteLevel"] and not steps[1].get("use_regex", True):
@@ -146,7 +146,7 @@ def _vocab(w: Any, model_dir: Path, config: dict[str, Any]) -> None:
                           "convert_hf_to_gguf.py instead")
     pre = pre_tokenizer_name(tj)
     if pre is None:
-        raise ExportError(f"{tj_path}: its pre-tokenizer is not one llama.cpp knows by name (gpt2, smollm, qwen2, "
+        raise ExportError(f"{tj_path}: its pre-tokenizer is not one llama.cpp knows by name (gpt-2, smollm, qwen2, "
                           "llama-bpe), so llama.cpp would split text differently; convert the merged directory "
                           "with llama.cpp's convert_hf_to_gguf.py instead")
     tok = AutoTokenizer.from_pretrained(model_dir)

@@ -50,6 +50,13 @@ def locate(path: str | Path, which: str = "final") -> Source:
     run = read_run(path)
     p = Path(path)
     weights = p if run_dir_of(p) == p.parent and p != run.run_dir else run.weights_dir(which)
+    if weights != run.run_dir:
+        from ..training.checkpoint import problems
+
+        bad = problems(weights)
+        if bad:
+            raise ExportError(f"{weights} is not a whole checkpoint ({'; '.join(bad[:3])}); export the run's final "
+                              "weights or another checkpoint")
     adapter = (weights / "adapter_config.json").is_file()
     if not adapter and not (weights / "config.json").is_file():
         raise ExportError(f"{weights} holds neither an adapter (adapter_config.json) nor full weights "
