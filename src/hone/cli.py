@@ -262,6 +262,17 @@ def cmd_data(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace, rest: list[str]) -> int:
+    from .export.cli import export
+
+    if rest:
+        raise HoneError(f"unknown export option(s): {' '.join(rest)}; see hone export --help")
+    for path in export(args.path, out=args.out, which=args.weights, dtype=args.dtype, gguf_types=args.gguf,
+                       force=args.force, overwrite=args.overwrite):
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hone", description="Fine-tune chat LLMs on your own data.")
     p.add_argument("--version", action="version", version=f"hone {__version__}")
@@ -323,6 +334,23 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("-n", type=int, default=3, help="rows to preview")
     d.add_argument("--no-color", action="store_true", help="plain markers instead of colour")
     d.set_defaults(fn=cmd_data)
+    e = sub.add_parser("export", help="merge a run into a plain model directory; GGUF and Ollama Modelfile",
+                       description="hone export RUN_DIR|CHECKPOINT [--gguf f16 ...]. Writes a Hugging Face directory "
+                       "(LoRA merged into the base, tokenizer with the chat template the run trained with) beside "
+                       "the weights: <run>/merged or checkpoint-N-merged. With --gguf, also model-TYPE.gguf files "
+                       "and an Ollama Modelfile inside it.")
+    e.add_argument("path", help="a run directory or a checkpoint-N folder inside one")
+    e.add_argument("--out", help="the merged directory (default: beside the weights)")
+    e.add_argument("--weights", choices=("final", "best", "last"), default="final",
+                   help="for a run directory: which weights (default final)")
+    e.add_argument("--dtype", choices=("auto", "fp32", "bf16", "fp16"), default="auto",
+                   help="dtype of the saved weights (auto: the base model's)")
+    e.add_argument("--gguf", nargs="*", choices=("f32", "f16", "q8_0"), metavar="TYPE",
+                   help="also write GGUF files of these types (f32, f16, q8_0; bare --gguf: f16); the Modelfile "
+                   "uses the first")
+    e.add_argument("--force", action="store_true", help="merge even into a quantized (QLoRA) base")
+    e.add_argument("--overwrite", action="store_true", help="replace an existing merged directory")
+    e.set_defaults(fn=cmd_export)
     return p
 
 

@@ -1,0 +1,187 @@
+"""A declarative template written as the Jinja chat template an exported tokenizer carries.
+
+The Jinja follows ``DeclarativeTemplate.pieces`` step by step, built from the template's own fields (prefix,
+system_prefix, prompt, chat_sep, suffix, response_prefix, trailer, tool format, thinking), so
+``tokenizer.apply_chat_template`` on an exported model renders what hone trained on. Every tag trims the
+whitespace around it and every piece of template text is a quoted string, so layout never leaks into the output.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ..templates.declarative import DeclarativeTemplate, Items, ToolFormat
+
+_PLACEHOLDER = re.compile(r"\{\{(SYSTEM|QUERY|ROUND0|ROUND1|TOOLS|TOOL|NAME|ARGUMENTS|CONTENT)\}\}")
+_SPECIAL_NAMES = {"bos_token_id": "bos_token", "eos_token_id": "eos_token", "pad_token_id": "pad_token"}
+
+
+def lit(text: str) -> str:
+    """Template text as a Jinja output of a quoted string."""
+    return "{{- " + json.dumps(text, ensure_ascii=False) + " -}}" if text else ""
+
+
+def out(expr: str) -> str:
+    return "{{- " + expr + " -}}"
+
+
+def fail(message: str) -> str:
+    return out(f"raise_exception({json.dumps(message, ensure_ascii=False)})")
+
+
+def compile_items(items: Items, values: dict[str, str], tokenizer: Any) -> str:
+    """Jinja for a template field; ``values`` maps the placeholders this field fills to Jinja snippets."""
+    parts: list[str] = []
+    for item in items:
+        if isinstance(item, str):
+            pos = 0
+            for m in _PLACEHOLDER.finditer(item):
+                if m.group(1) not in values:
+                    continue  # a placeholder the field does not fill stays literal text (as in hone's rendering)
+                parts += [lit(item[pos:m.start()]), values[m.group(1)]]
+                pos = m.end()
+            parts.append(lit(item[pos:]))
+        else:
+            parts += [token_ref(ref, tokenizer) for ref in item]
+    return "".join(parts)
+
+
+def token_ref(ref: int | str, tokenizer: Any) -> str:
+    """A token reference (``bos_token_id``, an id, a token string) as the text that tokenizes to that token."""
+    if isinstance(ref, int):
+        return lit(tokenizer.convert_ids_to_tokens(ref))
+    if ref in _SPECIAL_NAMES:
+        return out(_SPECIAL_NAMES[ref])
+    return lit(ref)
+
+
+def split_at(items: Items, name: str) -> tuple[Items, Items]:
+    """The items before and after the first ``{{name}}`` placeholder."""
+    mark = "{{" + name + "}}"
+    for k, item in enumerate(items):
+        if isinstance(item, str) and mark in item:
+            before, after = item.split(mark, 1)
+            return tuple(items[:k]) + (before,), (after,) + tuple(items[k + 1:])
+    return tuple(items), ()
+
+
+def to_jinja(t: DeclarativeTemplate, tokenizer: Any, default_system: str | None = None) -> str:
+    """The Jinja chat template equivalent to ``t`` (``default_system`` replaces the template's own default)."""
+    system_default = default_system if default_system is not None else t.default_system
+    default = "none" if system_default is None else json.dumps(system_default, ensure_ascii=False)
+    lines = [
+        "{#- written by hone export from the declarative template '" + t.name + "' -#}",
+        "{%- if messages and messages[0]['role'] == 'system' -%}",
+        "{%- set system = messages[0]['content'] -%}{%- set body = messages[1:] -%}",
+        "{%- else -%}",
+        "{%- set system = " + default + " -%}{%- set body = messages -%}",
+        "{%- endif -%}",
+        _head(t, tokenizer),
+        "{%- set ns = namespace(first=true, rnd=0, last_query=-1) -%}",
+        "{%- for m in body -%}{%- if m['role'] == 'user' -%}{%- set ns.last_query = loop.index0 -%}{%- endif -%}"
+        "{%- endfor -%}",
+        "{%- for m in body -%}",
+        "{%- if m['role'] == 'user' or m['role'] == 'tool' -%}",
+        "{%- if m['role'] == 'user' or loop.first or loop.previtem['role'] != 'tool' -%}",
+        "{%- if not ns.first -%}" + (fail(f"template '{t.name}' has no multi-turn form") if t.chat_sep is None
+                                      else compile_items(t.chat_sep, {}, tokenizer)) + "{%- endif -%}",
+        "{%- set ns.first = false -%}",
+        "{%- endif -%}",
+        "{%- if m['role'] == 'user' -%}",
+        compile_items(t.prompt, {"QUERY": out("m['content']"), "ROUND0": out("ns.rnd"), "ROUND1": out("ns.rnd + 1")},
+                      tokenizer),
+        "{%- set ns.rnd = ns.rnd + 1 -%}",
+        "{%- else -%}",
+        _tool_results(t.tools, tokenizer, t.name),
+        "{%- endif -%}",
+        "{%- elif m['role'] == 'assistant' -%}",
+        compile_items(t.response_prefix, {}, tokenizer),
+        _reply(t, tokenizer),
+        compile_items(t.suffix, {}, tokenizer),
+        "{%- else -%}",
+        out(f"raise_exception(\"template '{t.name}': a '\" + m['role'] + \"' message can only come first\")"),
+        "{%- endif -%}",
+        "{%- endfor -%}",
+        "{%- if not add_generation_prompt -%}" + compile_items(t.trailer, {}, tokenizer) + "{%- endif -%}",
+    ]
+    return "\n".join(line for line in lines if line) + "\n"
+
+
+def _no_tools(name: str) -> str:
+    return fail(f"template '{name}' has no tool-call format")
+
+
+def _head(t: DeclarativeTemplate, tokenizer: Any) -> str:
+    """The conversation start: tools block, system prefix or plain prefix (``DeclarativeTemplate._head``)."""
+    out_: list[str] = []
+    fmt = t.tools
+    if fmt is None:
+        out_.append("{%- if tools -%}" + _no_tools(t.name))
+    else:
+        specs = "{%- for tool in tools -%}" + compile_items((fmt.tool,), {"TOOL": out("tool|tojson")}, tokenizer) \
+                + "{%- endfor -%}"
+        values = {"SYSTEM": out("system or ''"), "TOOLS": specs}
+        with_system = compile_items(fmt.system_prefix, values, tokenizer)
+        if fmt.prefix is None:
+            out_.append("{%- if tools -%}" + with_system)
+        else:
+            out_.append("{%- if tools and system is not none -%}" + with_system + "{%- elif tools -%}"
+                        + compile_items(fmt.prefix, values, tokenizer))
+    if t.system_prefix is not None:
+        out_.append("{%- elif system is not none -%}"
+                    + compile_items(t.system_prefix, {"SYSTEM": out("system")}, tokenizer))
+    out_.append("{%- else -%}")
+    if not any(isinstance(x, str) and "{{SYSTEM}}" in x for x in t.prefix):
+        out_.append("{%- if system -%}" + fail(f"template '{t.name}' has no place for a system prompt")
+                    + "{%- endif -%}")
+    out_.append(compile_items(t.prefix, {"SYSTEM": out("system or ''")}, tokenizer))
+    out_.append("{%- endif -%}")
+    return "\n".join(out_)
+
+
+def _tool_results(fmt: ToolFormat | None, tokenizer: Any, name: str) -> str:
+    """A run of tool messages: the results prompt opens on the first and closes after the last."""
+    if fmt is None:
+        return _no_tools(name)
+    before, after = split_at(fmt.results_prompt, "QUERY")
+    return ("{%- if loop.first or loop.previtem['role'] != 'tool' -%}" + compile_items(before, {}, tokenizer)
+            + "{%- endif -%}"
+            + compile_items((fmt.result,), {"CONTENT": out("m['content']")}, tokenizer)
+            + "{%- if loop.last or loop.nextitem['role'] != 'tool' -%}" + compile_items(after, {}, tokenizer)
+            + "{%- endif -%}")
+
+
+def _reply(t: DeclarativeTemplate, tokenizer: Any) -> str:
+    """An assistant reply: optional think block (Qwen3's history rule), text, tool calls."""
+    parts = ["{%- set content = m['content'] or '' -%}"]
+    if t.thinking:
+        parts += [
+            "{%- set reasoning = '' -%}",
+            "{%- if '</think>' in content -%}",
+            "{%- set reasoning = content.split('</think>')[0].rstrip('\\n').split('<think>')[-1].lstrip('\\n') -%}",
+            "{%- set content = content.split('</think>')[-1].lstrip('\\n') -%}",
+            "{%- endif -%}",
+            "{%- if loop.index0 > ns.last_query and (loop.last or reasoning) -%}",
+            out("'<think>\\n' + reasoning.strip('\\n') + '\\n</think>\\n\\n'"),
+            "{%- set content = content.lstrip('\\n') -%}",
+            "{%- endif -%}",
+        ]
+    parts.append(out("content"))
+    fmt = t.tools
+    parts.append("{%- if m['tool_calls'] -%}")
+    if fmt is None:
+        parts.append(_no_tools(t.name))
+    else:
+        args = ("{%- if fn['arguments'] is string -%}" + out("fn['arguments']") + "{%- else -%}"
+                + out("fn['arguments']|tojson") + "{%- endif -%}") if fmt.raw_string_arguments \
+            else out("fn['arguments']|tojson")
+        parts += [
+            "{%- for call in m['tool_calls'] -%}",
+            "{%- set fn = call['function'] if call['function'] is defined else call -%}",
+            "{%- if not loop.first or content -%}" + lit(fmt.call_sep) + "{%- endif -%}",
+            compile_items((fmt.call,), {"NAME": out("fn['name']"), "ARGUMENTS": args}, tokenizer),
+            "{%- endfor -%}",
+        ]
+    parts.append("{%- endif -%}")
+    return "\n".join(p for p in parts if p)

@@ -1,0 +1,105 @@
+"""An Ollama ``Modelfile`` beside a GGUF file: FROM, TEMPLATE (Go template syntax), SYSTEM and stop words.
+
+The TEMPLATE is built from the declarative template's fields over Ollama's ``.Messages`` the way hone renders a
+conversation: a system prefix (or the plain prefix), then each user turn (with chat_sep between rounds) and each
+reply with its suffix. Every piece of template text is a quoted Go string, so trim markers never eat template text.
+Tool calls, think blocks and numbered rounds have no form here; such templates still get a Modelfile whose TEMPLATE
+covers plain chat, and the GGUF carries the full Jinja template for llama.cpp.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from .. import atomic
+from ..templates import get_template
+from ..templates.declarative import DeclarativeTemplate, Items
+from .tokenizer import ExportError
+
+_PLACEHOLDER = re.compile(r"\{\{(SYSTEM|QUERY|ROUND0|ROUND1)\}\}")
+_REFS = {"bos_token_id": "bos_token", "eos_token_id": "eos_token", "pad_token_id": "pad_token"}
+
+
+def _lit(text: str) -> str:
+    # a JSON string is a valid Go interpreted string literal (same escapes, \uXXXX included)
+    return "{{- " + json.dumps(text, ensure_ascii=False) + " -}}" if text else ""
+
+
+def _items(items: Items, values: dict[str, str], tokenizer: Any, name: str) -> str:
+    parts: list[str] = []
+    for item in items:
+        if isinstance(item, str):
+            pos = 0
+            for m in _PLACEHOLDER.finditer(item):
+                if m.group(1) not in values:
+                    if m.group(1).startswith("ROUND"):
+                        raise ExportError(f"template '{name}' numbers its rounds, which Ollama templates cannot")
+                    continue
+                parts += [_lit(item[pos:m.start()]), values[m.group(1)]]
+                pos = m.end()
+            parts.append(_lit(item[pos:]))
+        else:
+            for ref in item:
+                text = tokenizer.convert_ids_to_tokens(ref) if isinstance(ref, int) else \
+                    getattr(tokenizer, _REFS[ref]) or "" if ref in _REFS else ref
+                parts.append(_lit(text))
+    return "".join(parts)
+
+
+def _drop_leading_bos(items: Items) -> Items:
+    """llama.cpp adds BOS itself when the GGUF says so; the template must not write a second one."""
+    if items and not isinstance(items[0], str) and list(items[0])[:1] == ["bos_token_id"]:
+        rest = list(items[0])[1:]
+        return ((rest,) if rest else ()) + tuple(items[1:])
+    return items
+
+
+def go_template(t: DeclarativeTemplate, tokenizer: Any, add_bos: bool) -> str:
+    """Ollama TEMPLATE text equivalent to ``t`` for plain (tool-free) chat."""
+    prefix = _drop_leading_bos(t.prefix) if add_bos else t.prefix
+    system_prefix = t.system_prefix
+    if system_prefix is not None and add_bos:
+        system_prefix = _drop_leading_bos(system_prefix)
+    n = t.name
+    head_sys = _items(system_prefix, {"SYSTEM": "{{- $system -}}"}, tokenizer, n) if system_prefix is not None \
+        else _items(prefix, {"SYSTEM": "{{- $system -}}"}, tokenizer, n)
+    lines = [
+        '{{- $system := "" }}{{- $has := false }}{{- $first := true }}',
+        '{{- range .Messages }}{{- if eq .Role "system" }}{{- $has = true }}{{- $system = .Content }}{{- end }}'
+        "{{- end }}",
+        "{{- if $has }}" + head_sys + "{{- else }}" + _items(prefix, {"SYSTEM": ""}, tokenizer, n) + "{{- end }}",
+        "{{- range .Messages }}",
+        '{{- if eq .Role "user" }}',
+        "{{- if not $first }}" + _items(t.chat_sep or (), {}, tokenizer, n) + "{{- end }}{{- $first = false }}",
+        _items(t.prompt, {"QUERY": "{{- .Content -}}"}, tokenizer, n),
+        '{{- else if eq .Role "assistant" }}',
+        _items(t.response_prefix, {}, tokenizer, n) + "{{- .Content -}}" + _items(t.suffix, {}, tokenizer, n),
+        "{{- end }}",
+        "{{- end }}",
+    ]
+    return "\n".join(line for line in lines if line)
+
+
+def write_modelfile(model_dir: Path, gguf_file: Path, template_name: str, tokenizer: Any,
+                    system: str | None = None, add_bos: bool = False) -> Path:
+    """``Modelfile`` in ``model_dir`` pointing at ``gguf_file`` (relative), atomically."""
+    lines = [f"FROM ./{gguf_file.name}"]
+    stops: list[str] = []
+    if template_name.lower() not in ("auto", "hf", "tokenizer"):
+        t = get_template(template_name, tokenizer)
+        if not isinstance(t, DeclarativeTemplate):
+            raise ExportError(f"template '{template_name}' is not declarative; no Ollama TEMPLATE can be written")
+        lines.append(f'TEMPLATE """{go_template(t, tokenizer, add_bos)}"""')
+        default = system if system is not None else t.default_system
+        if default is not None:
+            lines.append(f'SYSTEM """{default}"""')
+        stops = list(t.stop_words(tokenizer))
+    if tokenizer.eos_token and tokenizer.eos_token not in stops:
+        stops.append(tokenizer.eos_token)
+    lines += [f"PARAMETER stop {json.dumps(s, ensure_ascii=False)}" for s in stops]
+    path = model_dir / "Modelfile"
+    atomic.write_text(path, "\n".join(lines) + "\n")
+    path.chmod(0o644)
+    return path
