@@ -5,11 +5,13 @@ itself survives a power cut.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Iterator
 
 
 def fsync_dir(folder: Path) -> None:
@@ -48,3 +50,17 @@ def write_text(path: Path, text: str) -> None:
 
 def write_json(path: Path, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=1, ensure_ascii=False) + "\n")
+
+
+@contextlib.contextmanager
+def staged(folder: Path, fail: Callable[[OSError], Exception]) -> Iterator[Path]:
+    """A fresh, empty ``folder`` to fill before it is moved into place; on an OSError inside the block the
+    folder is removed and ``fail(error)`` (a clear, user-facing error) is raised instead."""
+    try:
+        if folder.exists():
+            shutil.rmtree(folder)
+        folder.mkdir(parents=True)
+        yield folder
+    except OSError as e:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise fail(e) from None

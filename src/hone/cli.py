@@ -273,72 +273,71 @@ def cmd_export(args: argparse.Namespace, rest: list[str]) -> int:
     return 0
 
 
+# name: (function, one-line help, description)
+COMMANDS: dict[str, tuple[Any, str, str]] = {
+    "train": (cmd_train, "fine-tune a model", "hone train [CONFIG.yaml] [--key value ...]. " + KEYS_NOTE),
+    "chat": (cmd_chat, "talk to a model (and a tuned adapter)",
+             "hone chat [CONFIG.yaml] [--model M] [--adapter RUN_DIR] [--prompt TEXT]. Without --prompt: an "
+             "interactive session (a line ending in \\ continues on the next; Ctrl-C stops the answer; /clear, "
+             "/system TEXT, /save FILE, /adapter NAME, /exit). With --adapter and no model named, the base model and "
+             "template come from the run. Training keys (a shared YAML) are accepted and not checked. " + KEYS_NOTE),
+    "serve": (cmd_serve, "OpenAI-compatible server for a model and its adapters",
+              "hone serve RUN_DIR | hone serve --model M [--adapter NAME=DIR ...] [--host H] [--port P] "
+              "[--api-key KEY]. Serves /v1/models, /v1/chat/completions, /v1/completions, /health and a chat page "
+              "at /; a request's `model` picks the base or an adapter by name. " + KEYS_NOTE),
+    "infer": (cmd_infer, "predictions for a dataset (or a run's validation split), with metrics",
+              "hone infer --adapter RUN_DIR [--dataset DATA] [--output FILE]: generate a reply for every row, write "
+              "them as jsonl (prompt, reference, prediction, token counts), show a few, and where every row has a "
+              "reference print BLEU-4 and ROUGE-1/2/L (LLaMA-Factory's method; needs the `metrics` extra). Without "
+              "--dataset, the run's validation split. " + KEYS_NOTE),
+    "eval": (cmd_eval, "did the fine-tune help? base vs tuned on the validation split",
+             "hone eval --adapter RUN_DIR [--dataset DATA]: loss, perplexity and generation metrics of the base "
+             "model and of the tuned one, and examples side by side; writes report.md and report.html into the run "
+             "directory. " + KEYS_NOTE),
+    "export": (cmd_export, "merge a run into a plain model directory; GGUF and Ollama Modelfile",
+               "hone export RUN_DIR|CHECKPOINT [--gguf f16 ...]. Writes a Hugging Face directory (LoRA merged into "
+               "the base, tokenizer with the chat template the run trained with) beside the weights: <run>/merged "
+               "or checkpoint-N-merged. With --gguf, also model-TYPE.gguf files and an Ollama Modelfile inside it."),
+    "models": (cmd_models, "list or pull models", "hone models list | hone models pull NAME"),
+    "config": (cmd_config, "list config keys, or show a resolved config",
+               "hone config keys | hone config show [CONFIG.yaml] [--key value ...]"),
+    "templates": (cmd_templates, "list chat templates", "hone templates list"),
+    "data": (cmd_data, "check or preview training data",
+             "hone data check CONFIG | hone data preview CONFIG [-n 3]: statistics and bad rows, or samples rendered "
+             "exactly as the model sees them with the tokens that carry loss marked. Tuning keys (a shared YAML) are "
+             "accepted and not checked. " + KEYS_NOTE),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hone", description="Fine-tune chat LLMs on your own data.")
     p.add_argument("--version", action="version", version=f"hone {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
-    t = sub.add_parser("train", help="fine-tune a model", description="hone train [CONFIG.yaml] [--key value ...]. "
-                       + KEYS_NOTE)
-    t.set_defaults(fn=cmd_train)
-    c = sub.add_parser("chat", help="talk to a model (and a tuned adapter)",
-                       description="hone chat [CONFIG.yaml] [--model M] [--adapter RUN_DIR] [--prompt TEXT]. "
-                       "Without --prompt: an interactive session (a line ending in \\ continues on the next; "
-                       "Ctrl-C stops the answer; /clear, /system TEXT, /save FILE, /adapter NAME, /exit). With "
-                       "--adapter and no model named, the base model and template come from the run. Training "
-                       "keys (a shared YAML) are accepted and not checked. " + KEYS_NOTE)
-    c.add_argument("--prompt", help="answer this one message and exit")
-    c.add_argument("--load_adapter", action="append", metavar="NAME=PATH",
-                   help="load another adapter (a run, checkpoint or adapter folder) under NAME; repeatable")
-    c.set_defaults(fn=cmd_chat)
-    s = sub.add_parser("serve", help="OpenAI-compatible server for a model and its adapters",
-                       description="hone serve RUN_DIR | hone serve --model M [--adapter NAME=DIR ...] [--host H] "
-                       "[--port P] [--api-key KEY]. Serves /v1/models, /v1/chat/completions, /v1/completions, "
-                       "/health and a chat page at /; a request's `model` picks the base or an adapter by name. "
-                       + KEYS_NOTE)
+    cmd = {}
+    for name, (fn, short, description) in COMMANDS.items():
+        cmd[name] = sub.add_parser(name, help=short, description=description)
+        cmd[name].set_defaults(fn=fn)
+    cmd["chat"].add_argument("--prompt", help="answer this one message and exit")
+    cmd["chat"].add_argument("--load_adapter", action="append", metavar="NAME=PATH",
+                             help="load another adapter (a run, checkpoint or adapter folder) under NAME; repeatable")
     from .serve.server import add_arguments
 
-    add_arguments(s)
-    s.set_defaults(fn=cmd_serve)
-    i = sub.add_parser("infer", help="predictions for a dataset (or a run's validation split), with metrics",
-                       description="hone infer --adapter RUN_DIR [--dataset DATA] [--output FILE]: generate a reply "
-                       "for every row, write them as jsonl (prompt, reference, prediction, token counts), show a "
-                       "few, and where every row has a reference print BLEU-4 and ROUGE-1/2/L (LLaMA-Factory's "
-                       "method; needs the `metrics` extra). Without --dataset, the run's validation split. "
-                       + KEYS_NOTE)
-    i.add_argument("--output", help="predictions file (default: RUN_DIR/predictions.jsonl, or ./predictions.jsonl)")
-    i.add_argument("--show", type=int, default=3, help="rows printed side by side")
-    i.set_defaults(fn=cmd_infer)
-    e = sub.add_parser("eval", help="did the fine-tune help? base vs tuned on the validation split",
-                       description="hone eval --adapter RUN_DIR [--dataset DATA]: loss, perplexity and generation "
-                       "metrics of the base model and of the tuned one, and examples side by side; writes "
-                       "report.md and report.html into the run directory. " + KEYS_NOTE)
-    e.add_argument("--show", type=int, default=5, help="examples in the report")
-    e.set_defaults(fn=cmd_eval)
-    m = sub.add_parser("models", help="list or pull models", description="hone models list | hone models pull NAME")
+    add_arguments(cmd["serve"])
+    cmd["infer"].add_argument("--output", help="predictions file (default: RUN_DIR/predictions.jsonl, or "
+                              "./predictions.jsonl)")
+    cmd["infer"].add_argument("--show", type=int, default=3, help="rows printed side by side")
+    cmd["eval"].add_argument("--show", type=int, default=5, help="examples in the report")
+    m = cmd["models"]
     m.add_argument("action", choices=("list", "pull"))
     m.add_argument("name", nargs="?")
     m.add_argument("--force", action="store_true", help="fetch and convert again even if cached")
-    m.set_defaults(fn=cmd_models)
-    g = sub.add_parser("config", help="list config keys, or show a resolved config",
-                       description="hone config keys | hone config show [CONFIG.yaml] [--key value ...]")
-    g.add_argument("action", choices=("keys", "show"))
-    g.set_defaults(fn=cmd_config)
-    tp = sub.add_parser("templates", help="list chat templates", description="hone templates list")
-    tp.add_argument("action", choices=("list",))
-    tp.set_defaults(fn=cmd_templates)
-    d = sub.add_parser("data", help="check or preview training data",
-                       description="hone data check CONFIG | hone data preview CONFIG [-n 3]: statistics and bad "
-                       "rows, or samples rendered exactly as the model sees them with the tokens that carry loss "
-                       "marked. Tuning keys (a shared YAML) are accepted and not checked. " + KEYS_NOTE)
+    cmd["config"].add_argument("action", choices=("keys", "show"))
+    cmd["templates"].add_argument("action", choices=("list",))
+    d = cmd["data"]
     d.add_argument("action", choices=("check", "preview"))
     d.add_argument("-n", type=int, default=3, help="rows to preview")
     d.add_argument("--no-color", action="store_true", help="plain markers instead of colour")
-    d.set_defaults(fn=cmd_data)
-    e = sub.add_parser("export", help="merge a run into a plain model directory; GGUF and Ollama Modelfile",
-                       description="hone export RUN_DIR|CHECKPOINT [--gguf f16 ...]. Writes a Hugging Face directory "
-                       "(LoRA merged into the base, tokenizer with the chat template the run trained with) beside "
-                       "the weights: <run>/merged or checkpoint-N-merged. With --gguf, also model-TYPE.gguf files "
-                       "and an Ollama Modelfile inside it.")
+    e = cmd["export"]
     e.add_argument("path", help="a run directory or a checkpoint-N folder inside one")
     e.add_argument("--out", help="the merged directory (default: beside the weights)")
     e.add_argument("--weights", choices=("final", "best", "last"), default="final",
@@ -350,7 +349,6 @@ def build_parser() -> argparse.ArgumentParser:
                    "uses the first")
     e.add_argument("--force", action="store_true", help="merge even into a quantized (QLoRA) base")
     e.add_argument("--overwrite", action="store_true", help="replace an existing merged directory")
-    e.set_defaults(fn=cmd_export)
     return p
 
 

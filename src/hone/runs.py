@@ -185,16 +185,11 @@ def write_final(run_dir: Path, write: Callable[[Path], None]) -> None:
     manifest holds every file it names, and one without it is read as unfinished."""
     run_dir = Path(run_dir)
     staging = run_dir / _FINAL_STAGING
-    try:
-        if staging.exists():
-            shutil.rmtree(staging)
-        staging.mkdir()
+    with atomic.staged(staging, lambda e: TrainingError(
+            f"could not write the final weights into {run_dir} ({e.strerror or e}); the run's checkpoints are "
+            "untouched. Free disk space, then use the last checkpoint")):
         write(staging)
         write_manifest(staging, FINAL_MANIFEST)
-    except OSError as e:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise TrainingError(f"could not write the final weights into {run_dir} ({e.strerror or e}); the run's "
-                            "checkpoints are untouched. Free disk space, then use the last checkpoint") from None
     (run_dir / FINAL_MANIFEST).unlink(missing_ok=True)  # from here until the end, the run reads as unfinished
     atomic.fsync_dir(run_dir)
     for p in sorted(staging.iterdir()):

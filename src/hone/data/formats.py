@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping
 
 from .conversation import Conversation, Message, ToolCall
 
@@ -252,17 +252,23 @@ def _parse_arguments(args: Any) -> dict[str, Any] | str:
     return args if isinstance(args, dict) else str(args)
 
 
+def _turns(row, cols, role_tag: str, what: str) -> Iterator[tuple[int, Mapping]]:
+    """The row's turns, each checked to be an object with a role."""
+    for i, m in enumerate(_messages_list(row, cols)):
+        if not isinstance(m, Mapping):
+            raise RowError("bad_messages", f"{what} {i} must be an object, got {type(m).__name__}")
+        if role_tag not in m:
+            raise RowError("missing_field", f"{what} {i} has no '{role_tag}'")
+        yield i, m
+
+
 def _read_messages(row, cols, tags, source) -> Conversation:
     role_tag, content_tag = tags.get("role_tag", "role"), tags.get("content_tag", "content")
     role_map = {tags.get("user_tag", "user"): "user", tags.get("assistant_tag", "assistant"): "assistant",
                 tags.get("system_tag", "system"): "system", tags.get("observation_tag", "tool"): "tool",
                 "tool": "tool", "function": "tool", "user": "user", "assistant": "assistant", "system": "system"}
     msgs = _system(row, cols)
-    for i, m in enumerate(_messages_list(row, cols)):
-        if not isinstance(m, Mapping):
-            raise RowError("bad_messages", f"message {i} must be an object, got {type(m).__name__}")
-        if role_tag not in m:
-            raise RowError("missing_field", f"message {i} has no '{role_tag}'")
+    for i, m in _turns(row, cols, role_tag, "message"):
         role = role_map.get(m[role_tag], m[role_tag])
         calls = []
         for c in m.get("tool_calls") or []:
@@ -293,11 +299,7 @@ def _read_sharegpt(row, cols, tags, source) -> Conversation:
                                         ("observation_tag", "tool"), ("function_tag", "function_call"),
                                         ("system_tag", "system")) if k in tags}
     msgs = _system(row, cols)
-    for i, m in enumerate(_messages_list(row, cols)):
-        if not isinstance(m, Mapping):
-            raise RowError("bad_messages", f"turn {i} must be an object, got {type(m).__name__}")
-        if role_tag not in m:
-            raise RowError("missing_field", f"turn {i} has no '{role_tag}'")
+    for i, m in _turns(row, cols, role_tag, "turn"):
         if m.get(content_tag) is None:
             raise RowError("missing_field", f"turn {i} has no '{content_tag}'")
         raw_role = m[role_tag]

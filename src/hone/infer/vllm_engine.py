@@ -46,7 +46,7 @@ class VllmEngine:
         from vllm import LLM
 
         run = read_run(adapter) if adapter and run_dir_of(adapter) else None
-        ref = mcfg.model if model_given or run is None else run.model_dir or run.model
+        ref = mcfg.model if model_given or run is None else run.base_model()
         named = dict(adapters or {})
         if adapter:
             path = run.weights_dir("final") if run is not None and Path(adapter) == run.run_dir else Path(adapter)
@@ -103,10 +103,6 @@ class VllmEngine:
     def complete(self, messages: Sequence[Message], gen: GenCfg, tools: Sequence[dict[str, Any]] = (),
                  adapter: str | None = None, seed: int | None = None) -> Generation:
         return self.generate_many([Request(messages, gen, adapter, tools, seed)])[0]
-
-    def generate(self, messages: Sequence[Message], gen: GenCfg, tools: Sequence[dict[str, Any]] = (),
-                 adapter: str | None = None) -> str:
-        return self.complete(messages, gen, tools, adapter).text
 
     def stream_deltas(self, messages: Sequence[Message], gen: GenCfg, tools: Sequence[dict[str, Any]] = (),
                       adapter: str | None = None, seed: int | None = None) -> Iterator[Delta]:

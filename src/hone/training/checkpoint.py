@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from ..errors import CheckpointError
-from ..atomic import fsync_dir, write_text
+from ..atomic import fsync_dir, staged, write_text
 from ..integrity import manifest_problems, write_manifest
 
 log = logging.getLogger("hone")
@@ -73,10 +73,9 @@ def save(run_dir: Path, step: int, *, save_weights, optimizer: Any, scheduler: A
     """Write checkpoint-<step> atomically; ``save_weights(folder)`` writes the model's weights."""
     final = run_dir / f"checkpoint-{step}"
     staging = run_dir / f".tmp-checkpoint-{step}"
-    if staging.exists():
-        shutil.rmtree(staging)
-    try:
-        staging.mkdir(parents=True)
+    with staged(staging, lambda e: CheckpointError(
+            f"could not write checkpoint {final} ({e.strerror or e}); earlier checkpoints are untouched. Free disk "
+            "space or choose another output_dir, then resume")):
         save_weights(staging)
         if not weights_only:
             torch.save(optimizer.state_dict(), staging / OPTIMIZER)
@@ -88,10 +87,6 @@ def save(run_dir: Path, step: int, *, save_weights, optimizer: Any, scheduler: A
         write_manifest(staging, COMPLETE, step=step, weights_only=weights_only)
         fsync_dir(staging)
         _replace(staging, final)
-    except OSError as e:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise CheckpointError(f"could not write checkpoint {final} ({e.strerror or e}); earlier checkpoints are "
-                              "untouched. Free disk space or choose another output_dir, then resume") from None
     return final
 
 
