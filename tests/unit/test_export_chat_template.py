@@ -41,7 +41,7 @@ TOOL_CONV = [Message("user", "Weather in Paris and Oslo?"),
 PADDED = [Message("system", " Be terse.\n"), Message("user", "  Hi there \n"), Message("assistant", "\n Hello. "),
           Message("user", " Again? "), Message("assistant", " Yes.\n")]
 CONVERSATIONS = {"one": T1, "one_system": [SYSTEM] + T1, "three": T1 + T2 + T3, "three_system": [SYSTEM] + T1 + T2 + T3,
-                 "padded_system": PADDED}
+                 "padded_system": PADDED, "empty_system": [Message("system", "")] + T1}
 
 
 def _needed_tokens(t: DeclarativeTemplate) -> set[str]:
