@@ -1,8 +1,11 @@
 """A declarative template written as the Jinja chat template an exported tokenizer carries.
 
 The Jinja follows ``DeclarativeTemplate.pieces`` step by step, built from the template's own fields (prefix,
-system_prefix, prompt, chat_sep, suffix, response_prefix, trailer, tool format, thinking), so
-``tokenizer.apply_chat_template`` on an exported model renders what hone trained on. Every tag trims the
+system_prefix, prompt, chat_sep, suffix, response_prefix, trailer, tool format, thinking, trim,
+drop_empty_system, system_in_query/system_query, ``{{DATE}}`` as ``strftime_now``), so
+``tokenizer.apply_chat_template`` on an exported model renders what hone trained on. Where a template rewrites
+history (Qwen3's reasoning, a system prompt on the last query), it renders what the model sees at inference, and
+each reply hone trained is that generation prompt followed by the reply. Every tag trims the
 whitespace around it and every piece of template text is a quoted string, so layout never leaks into the output.
 """
 from __future__ import annotations
