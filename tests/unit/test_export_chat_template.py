@@ -196,3 +196,15 @@ def test_auto_keeps_the_tokenizers_own_template(tmp_path, tokenizer):
 
     export_tokenizer(tokenizer, "auto", tmp_path)
     assert AutoTokenizer.from_pretrained(tmp_path).chat_template == tokenizer.chat_template
+
+
+def test_a_field_value_without_jinja_form_is_refused():
+    from transformers import AutoTokenizer
+
+    from hone.export.jinja import to_jinja
+    from hone.export.tokenizer import ExportError
+
+    t = DeclarativeTemplate((), "[INST]{{QUERY}}[/INST]", (), system_in_query="{{SYSTEM}}\n\n{{QUERY}}",
+                            system_query="every", name="odd")
+    with pytest.raises(ExportError, match="system_query='every'"):
+        to_jinja(t, AutoTokenizer.from_pretrained(TOKENIZER_DIR))
