@@ -22,8 +22,8 @@ TOKENIZER_DIR = Path(__file__).resolve().parents[1] / "fixtures" / "smollm2-toke
 BUILTINS = [n for n in TEMPLATES.names() if isinstance(TEMPLATES.get(n), DeclarativeTemplate)]
 
 # On this vocabulary "\n\n" before a word splits differently when tokenized apart (hone: prompt and reply) and
-# together (a rendered string); llama3's prompt ends in "\n\n", so only its strings are compared.
-SEAM_SPLITS = {"llama3"}
+# together (a rendered string); the Llama 3 prompts end in "\n\n", so only their strings are compared.
+SEAM_SPLITS = {"llama3", "llama3_1", "llama3_2"}
 
 SYSTEM = Message("system", "You are a terse assistant.")
 T1 = [Message("user", "Hello, who are you?"), Message("assistant", "I am a helpful bot.")]
@@ -37,7 +37,11 @@ TOOL_CONV = [Message("user", "Weather in Paris and Oslo?"),
                                                   ToolCall("get_weather", {"city": "Oslo"}))),
              Message("tool", '{"temp": 21}'), Message("tool", '{"temp": 5}'),
              Message("assistant", "Paris 21, Oslo 5.")]
-CONVERSATIONS = {"one": T1, "one_system": [SYSTEM] + T1, "three": T1 + T2 + T3, "three_system": [SYSTEM] + T1 + T2 + T3}
+# whitespace around every message, for the templates that trim (and those that must keep it)
+PADDED = [Message("system", " Be terse.\n"), Message("user", "  Hi there \n"), Message("assistant", "\n Hello. "),
+          Message("user", " Again? "), Message("assistant", " Yes.\n")]
+CONVERSATIONS = {"one": T1, "one_system": [SYSTEM] + T1, "three": T1 + T2 + T3, "three_system": [SYSTEM] + T1 + T2 + T3,
+                 "padded_system": PADDED, "empty_system": [Message("system", "")] + T1}
 
 
 def _needed_tokens(t: DeclarativeTemplate) -> set[str]:
@@ -94,17 +98,45 @@ def _theirs(tok, messages, tools=(), gen=False) -> tuple[str, list[int]]:
     return text, list(ids["input_ids"] if hasattr(ids, "keys") else ids)
 
 
-def _check(name, root, messages, tools=(), gen=False) -> None:
+def _rewrites_history(t: DeclarativeTemplate) -> bool:
+    """Qwen3 drops earlier reasoning, Mistral v0.3 moves the system prompt to the last query."""
+    return t.thinking or (t.system_in_query is not None and t.system_query == "last")
+
+
+def _check(name, root, messages, tools=(), gen=False, ids_too=True) -> None:
     tok, exp, t = exported(name, root)
+    if not gen and _rewrites_history(t):
+        _check_per_reply(name, root, messages, tools)
+        return
     ours_text, ours_ids = _ours(t, tok, messages, tools, gen)
     text, ids = _theirs(exp, messages, tools, gen)
     assert text == ours_text
-    if name not in SEAM_SPLITS:
+    if name not in SEAM_SPLITS and ids_too:
         assert ids == ours_ids
 
 
+def _check_per_reply(name, root, messages, tools=()) -> None:
+    """A history-rewriting template: each reply is trained on what the exported template renders when that
+    reply is generated, i.e. the generation prompt for the messages before it, then the reply."""
+    tok, exp, t = exported(name, root)
+    turns = t.pieces(messages, tools)
+    ids = t.encode_turns(Conversation(tuple(messages), tuple(tools)), tok)
+    replies = [i for i, m in enumerate(messages) if m.role == "assistant"]
+    assert len(replies) >= 1
+    for k, i in enumerate(replies):
+        (prompt, reply), (prompt_ids, reply_ids) = turns[k], ids[k]
+        gen_text, gen_ids = _theirs(exp, messages[:i], tools, gen=True)
+        full_text, full_ids = _theirs(exp, messages[:i + 1], tools)
+        assert gen_text.endswith(t.render(prompt, tok)), k
+        assert gen_ids[len(gen_ids) - len(prompt_ids):] == prompt_ids, k
+        assert full_text.startswith(gen_text) and full_text[len(gen_text):] == t.render(reply, tok), k
+        assert full_ids[:len(gen_ids)] == gen_ids and full_ids[len(gen_ids):] == reply_ids, k
+        if k == 0:  # the first reply's whole context is the exported generation prompt
+            assert gen_ids == prompt_ids
+
+
 def _supports_system(t: DeclarativeTemplate) -> bool:
-    return t.system_prefix is not None or any(isinstance(x, str) and "{{SYSTEM}}" in x for x in t.prefix)
+    return t.system_prefix is not None or t.system_in_query is not None or any(isinstance(x, str) and "{{SYSTEM}}" in x for x in t.prefix)
 
 
 @pytest.mark.parametrize("name", BUILTINS)
@@ -115,7 +147,8 @@ def test_exported_template_renders_training_text_and_ids(name, conv, root):
         pytest.skip(f"{name} has no system form")
     if conv.startswith("three") and t.chat_sep is None:
         pytest.skip(f"{name} has no multi-turn form")
-    _check(name, root, CONVERSATIONS[conv])
+    # untrimmed whitespace at a prompt/reply seam tokenizes differently apart and together: text only there
+    _check(name, root, CONVERSATIONS[conv], ids_too=conv != "padded_system" or bool(t.trim))
 
 
 @pytest.mark.parametrize("name", BUILTINS)
@@ -163,3 +196,15 @@ def test_auto_keeps_the_tokenizers_own_template(tmp_path, tokenizer):
 
     export_tokenizer(tokenizer, "auto", tmp_path)
     assert AutoTokenizer.from_pretrained(tmp_path).chat_template == tokenizer.chat_template
+
+
+def test_a_field_value_without_jinja_form_is_refused():
+    from transformers import AutoTokenizer
+
+    from hone.export.jinja import to_jinja
+    from hone.export.tokenizer import ExportError
+
+    t = DeclarativeTemplate((), "[INST]{{QUERY}}[/INST]", (), system_in_query="{{SYSTEM}}\n\n{{QUERY}}",
+                            system_query="every", name="odd")
+    with pytest.raises(ExportError, match="system_query='every'"):
+        to_jinja(t, AutoTokenizer.from_pretrained(TOKENIZER_DIR))

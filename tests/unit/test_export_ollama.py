@@ -92,12 +92,16 @@ def test_go_template_renders_what_hone_renders(name, go_render):
         with pytest.raises(ExportError, match="numbers its rounds"):
             go_template(t, tok, add_bos=False)
         return
+    if any("{{DATE}}" in x for f in (t.prefix, t.system_prefix or ()) for x in f if isinstance(x, str)):
+        with pytest.raises(ExportError, match="today's date"):
+            go_template(t, tok, add_bos=False)
+        return
     tpl = go_template(t, tok, add_bos=False)
-    convs = [T1[:1], [SYSTEM] + T1[:1]]
+    convs = [T1[:1], [SYSTEM] + T1[:1], [Message("system", "")] + T1[:1]]
     if t.chat_sep is not None:
         convs += [T1 + T2, [SYSTEM] + T1 + T2]
     for conv in convs:
-        if conv[0].role == "system" and t.system_prefix is None and \
+        if conv[0].role == "system" and t.system_prefix is None and t.system_in_query is None and \
                 not any(isinstance(x, str) and "{{SYSTEM}}" in x for x in t.prefix):
             continue
         # Ollama hands the Modelfile's SYSTEM to the template as a system message

@@ -1,8 +1,11 @@
 """A declarative template written as the Jinja chat template an exported tokenizer carries.
 
 The Jinja follows ``DeclarativeTemplate.pieces`` step by step, built from the template's own fields (prefix,
-system_prefix, prompt, chat_sep, suffix, response_prefix, trailer, tool format, thinking), so
-``tokenizer.apply_chat_template`` on an exported model renders what hone trained on. Every tag trims the
+system_prefix, prompt, chat_sep, suffix, response_prefix, trailer, tool format, thinking, trim,
+drop_empty_system, system_in_query/system_query, ``{{DATE}}`` as ``strftime_now``), so
+``tokenizer.apply_chat_template`` on an exported model renders what hone trained on. Where a template rewrites
+history (Qwen3's reasoning, a system prompt on the last query), it renders what the model sees at inference, and
+each reply hone trained is that generation prompt followed by the reply. Every tag trims the
 whitespace around it and every piece of template text is a quoted string, so layout never leaks into the output.
 """
 from __future__ import annotations
@@ -13,7 +16,9 @@ from typing import Any
 
 from ..templates.declarative import DeclarativeTemplate, Items, ToolFormat
 
-_PLACEHOLDER = re.compile(r"\{\{(SYSTEM|QUERY|ROUND0|ROUND1|TOOLS|TOOL|NAME|ARGUMENTS|CONTENT)\}\}")
+_PLACEHOLDER = re.compile(r"\{\{(SYSTEM|QUERY|ROUND0|ROUND1|DATE|TOOLS|TOOL|NAME|ARGUMENTS|CONTENT)\}\}")
+# transformers (and llama.cpp) give templates strftime_now; Llama 3.2 writes the date this way
+_DATE = "{{- strftime_now('%d %b %Y') -}}"
 _SPECIAL_NAMES = {"bos_token_id": "bos_token", "eos_token_id": "eos_token", "pad_token_id": "pad_token"}
 
 
@@ -77,6 +82,7 @@ def to_jinja(t: DeclarativeTemplate, tokenizer: Any, default_system: str | None 
         "{%- else -%}",
         "{%- set system = " + default + " -%}{%- set body = messages -%}",
         "{%- endif -%}",
+        _system_rules(t, default),
         _head(t, tokenizer),
         "{%- set ns = namespace(first=true, rnd=0, last_query=-1) -%}",
         "{%- for m in body -%}{%- if m['role'] == 'user' -%}{%- set ns.last_query = loop.index0 -%}{%- endif -%}"
@@ -89,8 +95,7 @@ def to_jinja(t: DeclarativeTemplate, tokenizer: Any, default_system: str | None 
         "{%- set ns.first = false -%}",
         "{%- endif -%}",
         "{%- if m['role'] == 'user' -%}",
-        compile_items(t.prompt, {"QUERY": out("m['content']"), "ROUND0": out("ns.rnd"), "ROUND1": out("ns.rnd + 1")},
-                      tokenizer),
+        _query(t, tokenizer),
         "{%- set ns.rnd = ns.rnd + 1 -%}",
         "{%- else -%}",
         _tool_results(t.tools, tokenizer, t.name),
@@ -121,7 +126,7 @@ def _head(t: DeclarativeTemplate, tokenizer: Any) -> str:
     else:
         specs = "{%- for tool in tools -%}" + compile_items((fmt.tool,), {"TOOL": out("tool|tojson")}, tokenizer) \
                 + "{%- endfor -%}"
-        values = {"SYSTEM": out("system or ''"), "TOOLS": specs}
+        values = {"SYSTEM": out("system or ''"), "TOOLS": specs, "DATE": _DATE}
         with_system = compile_items(fmt.system_prefix, values, tokenizer)
         if fmt.prefix is None:
             out_.append("{%- if tools -%}" + with_system)
@@ -130,14 +135,56 @@ def _head(t: DeclarativeTemplate, tokenizer: Any) -> str:
                         + compile_items(fmt.prefix, values, tokenizer))
     if t.system_prefix is not None:
         out_.append("{%- elif system is not none -%}"
-                    + compile_items(t.system_prefix, {"SYSTEM": out("system")}, tokenizer))
+                    + compile_items(t.system_prefix, {"SYSTEM": out("system"), "DATE": _DATE}, tokenizer))
     out_.append("{%- else -%}")
     if not any(isinstance(x, str) and "{{SYSTEM}}" in x for x in t.prefix):
         out_.append("{%- if system -%}" + fail(f"template '{t.name}' has no place for a system prompt")
                     + "{%- endif -%}")
-    out_.append(compile_items(t.prefix, {"SYSTEM": out("system or ''")}, tokenizer))
+    out_.append(compile_items(t.prefix, {"SYSTEM": out("system or ''"), "DATE": _DATE}, tokenizer))
     out_.append("{%- endif -%}")
     return "\n".join(out_)
+
+
+def _system_rules(t: DeclarativeTemplate, default: str) -> str:
+    """``trim``, ``drop_empty_system`` and ``system_in_query`` applied to the system prompt, in hone's order."""
+    parts: list[str] = []
+    if "system" in t.trim:  # only a given system prompt is trimmed, never the default
+        parts.append("{%- if messages and messages[0]['role'] == 'system' -%}{%- set system = system|trim -%}"
+                     "{%- endif -%}")
+    if t.drop_empty_system:
+        parts.append("{%- if not system -%}{%- set system = " + default + " -%}{%- endif -%}")
+    if t.system_in_query is not None:  # the system prompt moves into a user turn; the head sees the default
+        parts.append("{%- set query_system = system -%}{%- set system = " + default + " -%}")
+    return "\n".join(parts)
+
+
+def _query(t: DeclarativeTemplate, tokenizer: Any) -> str:
+    """One user turn: its (trimmed) text, carrying the system prompt where ``system_in_query`` puts it."""
+    rounds = {"ROUND0": out("ns.rnd"), "ROUND1": out("ns.rnd + 1")}
+    trim = "user" in t.trim
+    if t.system_in_query is None:
+        text = "m['content']|trim" if trim else "m['content']"
+        return compile_items(t.prompt, {"QUERY": out(text), **rounds}, tokenizer)
+    if t.system_query not in ("first", "last"):
+        from .tokenizer import ExportError  # tokenizer.py imports this module
+
+        raise ExportError(f"template '{t.name}': system_query={t.system_query!r} has no Jinja form "
+                          "(use 'first' or 'last')")
+    # "last": the query before the reply being generated, i.e. the conversation's last query, as the
+    # published templates (Mistral v0.3) write it; a training row's earlier replies saw it on their own query
+    where = "ns.rnd == 0" if t.system_query == "first" else "loop.index0 == ns.last_query"
+    with_system = "query_system is not none and " + where
+    # a trimmed turn that opens with the system block keeps its start (Llama 2 trims the whole turn)
+    keep_start = trim and t.system_query == "first"
+    parts = ["{%- if " + with_system + " -%}",
+             "{%- set q = m['content']" + (".rstrip()" if keep_start else "|trim" if trim else "") + " -%}",
+             compile_items(t.prompt, {"QUERY": compile_items((t.system_in_query,), {
+                 "SYSTEM": out("query_system"), "QUERY": out("q")}, tokenizer), **rounds}, tokenizer),
+             "{%- else -%}",
+             compile_items(t.prompt, {"QUERY": out("m['content']|trim" if trim else "m['content']"), **rounds},
+                           tokenizer),
+             "{%- endif -%}"]
+    return "\n".join(parts)
 
 
 def _tool_results(fmt: ToolFormat | None, tokenizer: Any, name: str) -> str:
@@ -154,7 +201,7 @@ def _tool_results(fmt: ToolFormat | None, tokenizer: Any, name: str) -> str:
 
 def _reply(t: DeclarativeTemplate, tokenizer: Any) -> str:
     """An assistant reply: optional think block (Qwen3's history rule), text, tool calls."""
-    parts = ["{%- set content = m['content'] or '' -%}"]
+    parts = ["{%- set content = (m['content'] or '')" + ("|trim" if "assistant" in t.trim else "") + " -%}"]
     if t.thinking:
         parts += [
             "{%- set reasoning = '' -%}",

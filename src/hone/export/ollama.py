@@ -3,8 +3,9 @@
 The TEMPLATE is built from the declarative template's fields over Ollama's ``.Messages`` the way hone renders a
 conversation: a system prefix (or the plain prefix), then each user turn (with chat_sep between rounds) and each
 reply with its suffix. Every piece of template text is a quoted Go string, so trim markers never eat template text.
-Tool calls, think blocks and numbered rounds have no form here; such templates still get a Modelfile whose TEMPLATE
-covers plain chat, and the GGUF carries the full Jinja template for llama.cpp.
+Tool calls, think blocks and whitespace trimming have no form here; such templates still get a Modelfile whose
+TEMPLATE covers plain chat, and the GGUF carries the full Jinja template for llama.cpp. Numbered rounds and
+today's date cannot be written at all: those templates raise ExportError.
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from ..templates import get_template
 from ..templates.declarative import DeclarativeTemplate, Items
 from .tokenizer import ExportError
 
-_PLACEHOLDER = re.compile(r"\{\{(SYSTEM|QUERY|ROUND0|ROUND1)\}\}")
+_PLACEHOLDER = re.compile(r"\{\{(SYSTEM|QUERY|ROUND0|ROUND1|DATE)\}\}")
 _REFS = {"bos_token_id": "bos_token", "eos_token_id": "eos_token", "pad_token_id": "pad_token"}
 
 
@@ -36,6 +37,9 @@ def _items(items: Items, values: dict[str, str], tokenizer: Any, name: str) -> s
                 if m.group(1) not in values:
                     if m.group(1).startswith("ROUND"):
                         raise ExportError(f"template '{name}' numbers its rounds, which Ollama templates cannot")
+                    if m.group(1) == "DATE":
+                        raise ExportError(f"template '{name}' writes today's date, which an Ollama TEMPLATE cannot; "
+                                          "export with a template that does not (e.g. llama3_1) or skip --ollama")
                     continue
                 parts += [_lit(item[pos:m.start()]), values[m.group(1)]]
                 pos = m.end()
@@ -65,15 +69,25 @@ def go_template(t: DeclarativeTemplate, tokenizer: Any, add_bos: bool) -> str:
     n = t.name
     head_sys = _items(system_prefix, {"SYSTEM": "{{- $system -}}"}, tokenizer, n) if system_prefix is not None \
         else _items(prefix, {"SYSTEM": "{{- $system -}}"}, tokenizer, n)
+    # an empty system prompt counts as none where the template drops it (Go's `and` treats "" as false)
+    has = "{{- if and $has $system }}" if t.drop_empty_system else "{{- if $has }}"
+    head = has + head_sys + "{{- else }}" + _items(prefix, {"SYSTEM": ""}, tokenizer, n) + "{{- end }}"
+    prompt = _items(t.prompt, {"QUERY": "{{- .Content -}}"}, tokenizer, n)
+    if t.system_in_query is not None:  # the system prompt goes into the first or the last user turn instead
+        head = _items(prefix, {"SYSTEM": ""}, tokenizer, n)
+        where = "$q0" if t.system_query == "first" else "(eq $i $last)"
+        query = _items((t.system_in_query,), {"SYSTEM": "{{- $system -}}", "QUERY": "{{- .Content -}}"}, tokenizer, n)
+        prompt = ("{{- if and " + has[len("{{- if "):-2] + " " + where + " }}"
+                  + _items(t.prompt, {"QUERY": query}, tokenizer, n) + "{{- else }}" + prompt + "{{- end }}")
     lines = [
-        '{{- $system := "" }}{{- $has := false }}{{- $first := true }}',
-        '{{- range .Messages }}{{- if eq .Role "system" }}{{- $has = true }}{{- $system = .Content }}{{- end }}'
-        "{{- end }}",
-        "{{- if $has }}" + head_sys + "{{- else }}" + _items(prefix, {"SYSTEM": ""}, tokenizer, n) + "{{- end }}",
-        "{{- range .Messages }}",
+        '{{- $system := "" }}{{- $has := false }}{{- $first := true }}{{- $q0 := true }}{{- $last := -1 }}',
+        '{{- range $i, $m := .Messages }}{{- if eq .Role "system" }}{{- $has = true }}{{- $system = .Content }}'
+        '{{- else if eq .Role "user" }}{{- $last = $i }}{{- end }}{{- end }}',
+        head,
+        "{{- range $i, $m := .Messages }}",
         '{{- if eq .Role "user" }}',
         "{{- if not $first }}" + _items(t.chat_sep or (), {}, tokenizer, n) + "{{- end }}{{- $first = false }}",
-        _items(t.prompt, {"QUERY": "{{- .Content -}}"}, tokenizer, n),
+        prompt + "{{- $q0 = false }}",
         '{{- else if eq .Role "assistant" }}',
         _items(t.response_prefix, {}, tokenizer, n) + "{{- .Content -}}" + _items(t.suffix, {}, tokenizer, n),
         "{{- end }}",
