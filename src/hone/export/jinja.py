@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Any
+from typing import Any, Callable
 
 from ..templates.declarative import DeclarativeTemplate, Items, ToolFormat
 
@@ -35,21 +35,31 @@ def fail(message: str) -> str:
     return out(f"raise_exception({json.dumps(message, ensure_ascii=False)})")
 
 
-def compile_items(items: Items, values: dict[str, str], tokenizer: Any) -> str:
-    """Jinja for a template field; ``values`` maps the placeholders this field fills to Jinja snippets."""
+def fill_items(items: Items, values: dict[str, str], text: Callable[[str], str], token: Callable[[Any], str],
+               missing: Callable[[str], None] | None = None) -> str:
+    """A template field in a target template language: literal text through ``text``, placeholders from
+    ``values`` (one the field does not fill stays literal text, as in hone's rendering, unless ``missing``
+    raises), token references through ``token``."""
     parts: list[str] = []
     for item in items:
         if isinstance(item, str):
             pos = 0
             for m in _PLACEHOLDER.finditer(item):
                 if m.group(1) not in values:
-                    continue  # a placeholder the field does not fill stays literal text (as in hone's rendering)
-                parts += [lit(item[pos:m.start()]), values[m.group(1)]]
+                    if missing is not None:
+                        missing(m.group(1))
+                    continue
+                parts += [text(item[pos:m.start()]), values[m.group(1)]]
                 pos = m.end()
-            parts.append(lit(item[pos:]))
+            parts.append(text(item[pos:]))
         else:
-            parts += [token_ref(ref, tokenizer) for ref in item]
+            parts += [token(ref) for ref in item]
     return "".join(parts)
+
+
+def compile_items(items: Items, values: dict[str, str], tokenizer: Any) -> str:
+    """Jinja for a template field; ``values`` maps the placeholders this field fills to Jinja snippets."""
+    return fill_items(items, values, lit, lambda ref: token_ref(ref, tokenizer))
 
 
 def token_ref(ref: int | str, tokenizer: Any) -> str:

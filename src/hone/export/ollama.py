@@ -10,16 +10,15 @@ today's date cannot be written at all: those templates raise ExportError.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any
 
 from .. import atomic
 from ..templates import get_template
 from ..templates.declarative import DeclarativeTemplate, Items
+from .jinja import fill_items
 from .tokenizer import ExportError
 
-_PLACEHOLDER = re.compile(r"\{\{(SYSTEM|QUERY|ROUND0|ROUND1|DATE)\}\}")
 _REFS = {"bos_token_id": "bos_token", "eos_token_id": "eos_token", "pad_token_id": "pad_token"}
 
 
@@ -29,27 +28,18 @@ def _lit(text: str) -> str:
 
 
 def _items(items: Items, values: dict[str, str], tokenizer: Any, name: str) -> str:
-    parts: list[str] = []
-    for item in items:
-        if isinstance(item, str):
-            pos = 0
-            for m in _PLACEHOLDER.finditer(item):
-                if m.group(1) not in values:
-                    if m.group(1).startswith("ROUND"):
-                        raise ExportError(f"template '{name}' numbers its rounds, which Ollama templates cannot")
-                    if m.group(1) == "DATE":
-                        raise ExportError(f"template '{name}' writes today's date, which an Ollama TEMPLATE cannot; "
-                                          "export with a template that does not (e.g. llama3_1) or skip --ollama")
-                    continue
-                parts += [_lit(item[pos:m.start()]), values[m.group(1)]]
-                pos = m.end()
-            parts.append(_lit(item[pos:]))
-        else:
-            for ref in item:
-                text = tokenizer.convert_ids_to_tokens(ref) if isinstance(ref, int) else \
-                    getattr(tokenizer, _REFS[ref]) or "" if ref in _REFS else ref
-                parts.append(_lit(text))
-    return "".join(parts)
+    def missing(placeholder: str) -> None:
+        if placeholder.startswith("ROUND"):
+            raise ExportError(f"template '{name}' numbers its rounds, which Ollama templates cannot")
+        if placeholder == "DATE":
+            raise ExportError(f"template '{name}' writes today's date, which an Ollama TEMPLATE cannot; "
+                              "export with a template that does not (e.g. llama3_1) or skip --ollama")
+
+    def token(ref: Any) -> str:
+        return _lit(tokenizer.convert_ids_to_tokens(ref) if isinstance(ref, int) else
+                    getattr(tokenizer, _REFS[ref]) or "" if ref in _REFS else ref)
+
+    return fill_items(items, values, _lit, token, missing)
 
 
 def _drop_leading_bos(items: Items) -> Items:
