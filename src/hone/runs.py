@@ -73,6 +73,16 @@ class RunInfo:
                                "Restore that model, or name the base model yourself with --model")
         return self.model_dir or self.model
 
+    def model_settings(self, mcfg: Any, *, model_given: bool) -> Any:
+        """``mcfg`` (a ModelCfg) with what the run knows filled in: its base model unless the user named one,
+        its template unless one other than ``auto`` is set, its system prompt unless one is set."""
+        import dataclasses
+
+        return dataclasses.replace(
+            mcfg, model=mcfg.model if model_given else self.base_model(),
+            template=mcfg.template if mcfg.template != "auto" else self.template,
+            system=mcfg.system if mcfg.system is not None else self.system)
+
     def weights_dir(self, which: str = "final") -> Path:
         """The folder holding the weights to use: ``final`` (the run directory once finished, else the last
         checkpoint), ``best`` or ``last`` checkpoint."""

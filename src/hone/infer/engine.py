@@ -94,7 +94,9 @@ class TransformersEngine:
         A full-tuning checkpoint is loaded as the model itself.
         """
         run: RunInfo | None = read_run(adapter) if adapter and run_dir_of(adapter) else None
-        ref = mcfg.model if model_given or run is None else run.base_model()
+        if run is not None:
+            mcfg = run.model_settings(mcfg, model_given=model_given)
+        ref = mcfg.model
         adapter_path = Path(adapter) if adapter else None
         if adapter_path is not None and not adapter_path.is_dir():
             raise ModelError(f"adapter {adapter} does not exist")
@@ -111,9 +113,7 @@ class TransformersEngine:
         tokenizer = load_tokenizer(tok_dir, mcfg)
         model = load_model(model_dir, mcfg, choose_precision(mcfg.dtype))
         device = "cuda" if torch.cuda.is_available() else "cpu"
-        template_name = mcfg.template if mcfg.template != "auto" or run is None else run.template
-        system = mcfg.system if mcfg.system is not None else run.system if run is not None else None
-        engine = cls(model.to(device), tokenizer, get_template(template_name, tokenizer), system)
+        engine = cls(model.to(device), tokenizer, get_template(mcfg.template, tokenizer), mcfg.system)
         named = dict(adapters or {})
         if adapter_path is not None and not full:
             named = {adapter_name(adapter): str(adapter_path), **named}

@@ -46,20 +46,20 @@ class VllmEngine:
         from vllm import LLM
 
         run = read_run(adapter) if adapter and run_dir_of(adapter) else None
-        ref = mcfg.model if model_given or run is None else run.base_model()
+        if run is not None:
+            mcfg = run.model_settings(mcfg, model_given=model_given)
+        ref = mcfg.model
         named = dict(adapters or {})
         if adapter:
             path = run.weights_dir("final") if run is not None and Path(adapter) == run.run_dir else Path(adapter)
             named = {adapter_name(adapter): str(path), **named}
         model_dir = resolve_model(ref, revision=mcfg.model_revision, token=mcfg.hub_token)
         tokenizer = load_tokenizer(model_dir, mcfg)
-        template_name = mcfg.template if mcfg.template != "auto" or run is None else run.template
-        system = mcfg.system if mcfg.system is not None else run.system if run is not None else None
         llm = LLM(model=str(model_dir), tokenizer=str(model_dir), max_model_len=gen.vllm_maxlen,
                   gpu_memory_utilization=gen.vllm_gpu_util, enforce_eager=gen.vllm_enforce_eager,
                   enable_lora=bool(named), max_lora_rank=gen.vllm_max_lora_rank, max_loras=max(1, len(named)),
                   trust_remote_code=mcfg.trust_remote_code, dtype="auto")
-        return cls(llm, tokenizer, get_template(template_name, tokenizer), system, named,
+        return cls(llm, tokenizer, get_template(mcfg.template, tokenizer), mcfg.system, named,
                    adapter_name(adapter) if adapter else None)
 
     @property

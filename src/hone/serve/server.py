@@ -117,8 +117,6 @@ def scrub_key_argv(argv: Sequence[str]) -> list[str] | None:
 
 def load_backend(args: argparse.Namespace, cfg: Any, model_given: bool) -> Any:
     """The base model with every adapter loaded unmerged, each by name."""
-    import dataclasses
-
     from ..infer.engine import TransformersEngine
     from ..runs import read_run
     from .backend import Backend
@@ -130,9 +128,7 @@ def load_backend(args: argparse.Namespace, cfg: Any, model_given: bool) -> Any:
         run = read_run(args.run_dir)
         adapters.insert(0, (Path(args.run_dir.rstrip("/")).name, str(args.run_dir)))
         if not model_given:
-            mcfg = dataclasses.replace(mcfg, model=run.model_dir or run.model,
-                                       template=mcfg.template if mcfg.template != "auto" else run.template,
-                                       system=mcfg.system if mcfg.system is not None else run.system)
+            mcfg = run.model_settings(mcfg, model_given=False)
             aliases.append(run.model)
     base_name = args.served_model_name or mcfg.model
     aliases += [mcfg.model, Path(mcfg.model).name]
