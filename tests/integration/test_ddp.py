@@ -21,16 +21,22 @@ def _losses(run_dir):
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_with_the_same_global_batch(tiny_cfg, identity_file, tmp_path):
+@pytest.mark.parametrize("split", [False, True], ids=["one-forward-per-micro-batch", "rows-split-into-forwards"])
+def test_two_processes_match_one_process_with_the_same_global_batch(tiny_cfg, identity_file, tmp_path, split):
     base = {**tiny_cfg, "dataset": [f"{identity_file}#17"], "val_dataset": [f"{identity_file}#5"], "max_steps": -1,
             "num_train_epochs": 1, "batch_size": 1, "lora_dropout": 0.0, "eval_steps": 3, "save_steps": 100}
-    ddp_cfg = {**base, "gradient_accumulation_steps": 2, "output_dir": str(tmp_path / "ddp")}
+    # split: two rows per micro-batch, each its own forward; the short last step leaves one process fewer
+    # forwards than the other, so it runs empty ones and the gradient synchronisation still pairs up
+    ddp_accum, one_accum = (1, 2) if split else (2, 4)
+    if split:
+        base = {**base, "batch_size": 2, "max_forward_tokens": 16}
+    ddp_cfg = {**base, "gradient_accumulation_steps": ddp_accum, "output_dir": str(tmp_path / "ddp")}
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(ddp_cfg))
     proc = subprocess.run([sys.executable, "-m", "hone", "train", str(path), "--nproc_per_node", "2"],
                           capture_output=True, text=True, timeout=240, env=dict(os.environ))
     assert proc.returncode == 0, proc.stderr[-3000:]
-    one = hone.train({**base, "gradient_accumulation_steps": 4, "output_dir": str(tmp_path / "one")})
+    one = hone.train({**base, "gradient_accumulation_steps": one_accum, "output_dir": str(tmp_path / "one")})
 
     ddp_losses, ddp_rows, ddp_eval = _losses(tmp_path / "ddp")
     one_losses, one_rows, one_eval = _losses(one.run_dir)

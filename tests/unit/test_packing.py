@@ -31,6 +31,9 @@ def test_training_with_packing_matches_padding(tiny_cfg, tmp_path):
     import hone
 
     keys = {**tiny_cfg, "max_steps": 2, "save_strategy": "no", "lora_dropout": 0.0}
-    padded = hone.train({**keys, "output_dir": str(tmp_path / "pad")})
-    packed = hone.train({**keys, "output_dir": str(tmp_path / "pack"), "packing": True})
+    padded = hone.train({**keys, "output_dir": str(tmp_path / "pad"), "packing": False})
+    packed = hone.train({**keys, "output_dir": str(tmp_path / "pack"), "packing": True,
+                         "max_forward_tokens": 100_000})
+    split = hone.train({**keys, "output_dir": str(tmp_path / "split"), "packing": True, "max_forward_tokens": 24})
     assert packed.train_losses == pytest.approx(padded.train_losses, abs=1e-4)
+    assert split.train_losses == pytest.approx(padded.train_losses, abs=1e-4)

@@ -53,6 +53,8 @@ def _train(t: TrainCfg, need: Need) -> None:
 
 def _data(d: DataCfg, need: Need) -> None:
     need(d.max_length == -1 or d.max_length >= 8, f"max_length must be -1 or >= 8, got {d.max_length}")
+    need(d.max_forward_tokens >= 0, f"max_forward_tokens must be 0 (auto) or a number of tokens, got "
+         f"{d.max_forward_tokens}")
     need(d.val_size >= 0, "val_size must be >= 0")
     need(d.max_samples is None or d.max_samples >= 1, "max_samples must be >= 1")
     need(d.train_sample == -1 or d.train_sample >= 1, "train_sample must be -1 (all) or >= 1")

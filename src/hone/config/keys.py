@@ -91,7 +91,15 @@ class DataCfg:
                            "template, tokenizer and settings (kept under $HONE_HOME/cache/data).")
     max_bad_ratio: float = opt(0.5, "Stop before training when more than this share (0-1) of the rows is "
                                "dropped as bad; 1 never stops.")
-    packing: bool = opt(False, "Pack several rows into one sequence (attention stays within each row).")
+    packing: bool = opt(True, "Lay each micro-batch's rows end to end in one sequence, attention kept within "
+                        "each row and positions restarting per row: no compute on padding, the same rows per "
+                        "step and the same loss as padding. `false`: pad every row to the micro-batch's longest. "
+                        "Used for the model families hone's fast loss covers; others are padded.")
+    max_forward_tokens: int = opt(0, "With packing, the most tokens one forward pass takes: a micro-batch "
+                                  "longer than this runs as several forwards whose gradients add up to the same "
+                                  "update, so activation memory stays bounded. A row longer than this runs alone. "
+                                  "0: auto (512 on a CPU, where longer sequences gain no speed; the whole "
+                                  "micro-batch on a GPU).")
 
 
 @dataclass(frozen=True)

@@ -57,15 +57,11 @@ def stats(rows: Sequence[Encoded]) -> dict[str, Any]:
 
 def steps_per_epoch(cfg: Any, s: dict[str, Any]) -> tuple[int, str]:
     """Optimizer steps per epoch on one device, and how they were counted."""
-    t, d = cfg.train, cfg.data
+    t = cfg.train
     per_step = t.batch_size * t.gradient_accumulation_steps
-    sequences = s["rows"]
+    sequences = s["rows"]  # packing lays a step's rows out differently; it trains on as many rows per step
     how = f"{s['rows']} rows / (batch_size {t.batch_size} x gradient_accumulation_steps " \
           f"{t.gradient_accumulation_steps})"
-    if d.packing and d.max_length > 0:
-        sequences = math.ceil(s["tokens"] / d.max_length)
-        how = f"about {sequences} packed sequences of {d.max_length} tokens / ({t.batch_size} x " \
-              f"{t.gradient_accumulation_steps})"
     return math.ceil(sequences / per_step) if sequences else 0, how + ", one device"
 
 

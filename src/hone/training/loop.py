@@ -1,6 +1,7 @@
 """The training loop, written out once. Every method (lora, qlora, full, freeze) runs through it unchanged."""
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -19,6 +20,7 @@ from ..data.pipeline import prepare
 from ..errors import CheckpointError, TrainingError
 from ..models.adapters import add_neftune, make_trainable
 from ..models.load import choose_precision, load_model, load_tokenizer, model_type, resolve_model
+from ..models.registry import LossFamily
 from ..templates import get_template
 from . import checkpoint as ckpt, trace
 from .guard import NonFiniteGuard
@@ -54,7 +56,7 @@ def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
 
     with acc.main_process_first():
         model_dir = resolve_model(cfg.model.model, revision=cfg.model.model_revision, token=cfg.model.hub_token)
-    loss_family(model_type(model_dir), cfg.model.full_forward_loss)  # an uncovered family stops here, by name
+    family = loss_family(model_type(model_dir), cfg.model.full_forward_loss)  # an uncovered family stops here
     tokenizer = load_tokenizer(model_dir, cfg.model)
     template = get_template(cfg.model.template, tokenizer)
     data = prepare(cfg, tokenizer, template)  # every data error surfaces here, before the model loads
@@ -64,7 +66,9 @@ def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
                      cfg.train.num_train_epochs)
     state = resume_state(cfg, resume_from, plan, data)
     exact_resume = resume_from is not None and not cfg.train.resume_weights_only
-    objective: Objective = SFT(tokenizer.pad_token_id, cfg.data.packing, data.train[0], cfg.model.full_forward_loss)
+    packing, max_tokens = layout(cfg, family, acc)
+    objective: Objective = SFT(tokenizer.pad_token_id, packing, data.train[0], cfg.model.full_forward_loss,
+                               max_tokens)
 
     model = load_model(model_dir, cfg.model, precision, quant_bits=quant_bits(cfg))
     model = make_trainable(model, cfg)
@@ -104,7 +108,11 @@ def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
         epoch, _ = plan.position(step)
         if epoch != order_epoch:
             order_epoch, order = epoch, plan.order(epoch)
-        batches = [objective.batch([data.train[i] for i in mb]) for mb in plan.micro_batches(step, rank, order)]
+        batches = [b for mb in plan.micro_batches(step, rank, order)
+                   for b in objective.batches([data.train[i] for i in mb])]
+        if max_tokens and world > 1:  # every process runs as many forwards (collectives pair up), idle ones empty
+            most = int(acc.gather(torch.tensor([len(batches)], device=acc.device)).max())
+            batches += [objective.batch([]) for _ in range(most - len(batches))]
         n_local = sum(objective.count(b) for b in batches)
         n_total = int(acc.reduce(torch.tensor(n_local, device=acc.device), reduction="sum"))
         # accelerate divides by `accum` and DDP / DeepSpeed average over processes: undo both, so the gradient
@@ -112,10 +120,10 @@ def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
         scale = world * accum / max(1, n_total)
         loss_sum = torch.zeros((), device=acc.device)
         fed: list[str] = []
-        for batch in batches:
+        for i, batch in enumerate(batches):
             if tracing:
                 fed += trace.rows_fed(batch)
-            with acc.accumulate(module):
+            with _gradient_sync(acc, module, bool(max_tokens), last=i == len(batches) - 1):
                 part, _ = module(**{k: v.to(acc.device) for k, v in batch.items()})
                 acc.backward(part * scale)
             loss_sum += part.detach().float()
@@ -167,6 +175,36 @@ def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
     progress.close()
     metrics.close()
     return _finish(acc, model, tokenizer, run_dir, cfg, state, run_info)
+
+
+def layout(cfg: RunCfg, family: LossFamily | None, acc: Any) -> tuple[bool, int]:
+    """Whether training rows are packed, and the most tokens per forward (0: a micro-batch is one forward)."""
+    if not cfg.data.packing:
+        return False, 0
+    if family is None:  # the model's own forward: its attention is not known to honour position-id resets
+        log.info("packing is off: it is used only with the model families hone's fast loss covers; rows are padded")
+        return False, 0
+    wanted = cfg.data.max_forward_tokens
+    if acc.state.deepspeed_plugin is not None:  # DeepSpeed counts forwards to find the accumulation boundary
+        if wanted:
+            log.warning("max_forward_tokens is ignored under DeepSpeed: each micro-batch is one forward")
+        return True, 0
+    if wanted:
+        return True, wanted
+    # Auto: on a CPU, one forward of 512 tokens already runs the matmuls at full speed, while a longer packed
+    # sequence only adds masked attention and activation memory; a GPU gains from the whole micro-batch at once.
+    # The router's balancing loss is per forward, so MoE micro-batches stay whole unless asked otherwise.
+    if acc.device.type == "cpu" and not family.router_aux:
+        return True, 512
+    return True, 0
+
+
+def _gradient_sync(acc: Any, module: Any, split: bool, last: bool) -> Any:
+    """The context one forward/backward runs in. Whole micro-batches: accelerate's accumulation (it counts
+    them). Split ones: gradients stay local until the step's last forward, which synchronises them."""
+    if not split:
+        return acc.accumulate(module)
+    return contextlib.nullcontext() if last else acc.no_sync(module)
 
 
 def _restore(path: Path, optimizer: Any, scheduler: Any, state: TrainState, rank: int) -> None:
