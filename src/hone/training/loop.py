@@ -49,7 +49,7 @@ class TrainResult:
 def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
     """Fine-tune ``cfg.model.model`` on ``cfg.data`` and return where the results are; ``repeat_of``: the run
     whose saved config this is (what differs from its record is listed in a warning)."""
-    precision = choose_precision(cfg.model.dtype)
+    precision = choose_precision(cfg.model.dtype, train=True)
     acc = make_accelerator(cfg, precision.mixed)
     rank, world, accum = acc.process_index, acc.num_processes, cfg.train.gradient_accumulation_steps
     seed_everything(cfg.train.seed + rank)
@@ -92,6 +92,7 @@ def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
                          "resumes" if resume_from is not None else "repeats")
         write_run_info(run_dir, run_info, state)
         log.info("run directory: %s", run_dir)
+        log.info("precision: %s", precision.reason)
         log.info("%d training rows, %d validation rows; %d steps (%d per epoch), %d rows per step",
                  len(data.train), len(data.val), plan.total_steps, plan.steps_per_epoch, plan.rows_per_step)
 
