@@ -180,6 +180,9 @@ class TrainCfg:
                                       "count or max_steps changed since the checkpoint.")
     early_stopping_patience: int | None = opt(None, "Stop after this many evaluations without a better eval "
                                               "loss.")
+    check_memory: bool = opt(True, "Estimate the memory the first step needs (weights, gradients and optimizer "
+                             "state, activations at the longest forward, logits) before it runs, print it beside "
+                             "the memory available, and stop with a suggestion when it will not fit.")
     max_nonfinite_steps: int = opt(1, "Stop the run after this many consecutive steps with a NaN or infinite "
                                    "loss or gradient.")
     dataloader_num_workers: int = opt(0, "Worker processes loading batches (data is pre-tokenized; 0 is "

@@ -22,7 +22,7 @@ from ..models.adapters import add_neftune, make_trainable
 from ..models.load import choose_precision, load_model, load_tokenizer, model_type, resolve_model
 from ..models.registry import LossFamily
 from ..templates import get_template
-from . import checkpoint as ckpt, trace
+from . import checkpoint as ckpt, memory, trace
 from .guard import NonFiniteGuard
 from .logging import MetricsLog, Progress, plot_loss
 from .loss import loss_family
@@ -81,6 +81,9 @@ def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
     module, optimizer = acc.prepare(objective.loss_module(model), optimizer)
     if exact_resume:
         _restore(resume_from.path, optimizer, scheduler, state, rank)
+    need = memory.estimate(model, [len(r.input_ids) for r in data.train], cfg.train.batch_size, packing, max_tokens,
+                           precision.compute, cfg.train.gradient_checkpointing, acc.device)
+    memory.check(need, cfg.train.check_memory, max_tokens, say=acc.is_main_process)  # every process stops alike
 
     run_info: dict[str, Any] = {}  # hone_run.json's record: the main process writes it
     if acc.is_main_process:
@@ -98,6 +101,7 @@ def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
 
     metrics = MetricsLog(run_dir, report_to(cfg), cfg.train.logging_dir, to_dict(cfg), enabled=acc.is_main_process,
                          resume_step=state.global_step if resume_from is not None else None)
+    metrics.write({**need.record(), "step": state.global_step})
     progress = Progress(plan.total_steps, state.global_step, enabled=acc.is_main_process)
     params = [p for p in module.parameters() if p.requires_grad]
     guard, order_epoch, order = NonFiniteGuard(cfg.train.max_nonfinite_steps), -1, []

@@ -100,7 +100,9 @@ def build_optimizer(model: torch.nn.Module, cfg: RunCfg) -> torch.optim.Optimize
     name = t.optim
     betas = (t.adam_beta1, t.adam_beta2)
     if name in ("adamw_torch", "adamw", "adamw_torch_fused"):
-        fused = name == "adamw_torch_fused" and torch.cuda.is_available()
+        # one fused kernel over all parameters instead of a loop of small ops per tensor (hundreds of LoRA
+        # matrices); CPU and CUDA both have it. DeepSpeed wraps the optimizer itself: leave it plain there.
+        fused = not t.deepspeed
         return torch.optim.AdamW(groups, lr=lr, betas=betas, eps=t.adam_epsilon, fused=fused or None)
     if name == "adam":
         return torch.optim.Adam(groups, lr=lr, betas=betas, eps=t.adam_epsilon)
