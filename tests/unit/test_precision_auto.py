@@ -14,7 +14,7 @@ def test_auto_trains_in_bf16_only_where_measured_faster(monkeypatch, speedup, wa
     p = load.choose_precision("auto", "cpu", train=True)
     assert p.compute == p.weights == want
     assert p.mixed == ("bf16" if want == torch.bfloat16 else "no")
-    assert f"measured {float(speedup):.2f}x fp32" in p.reason  # the run's first lines say why
+    assert f"set by HONE_BF16_SPEEDUP {float(speedup):.2f}x fp32" in p.reason  # the run's first lines say why
     assert load.choose_precision("auto", "cpu").compute == torch.float32  # inference stays fp32
 
 
@@ -28,6 +28,7 @@ def test_the_measurement_is_a_real_timing(monkeypatch):
     monkeypatch.delenv("HONE_BF16_SPEEDUP", raising=False)
     ratio = load.bf16_matmul_speedup()
     assert 0.01 < ratio < 100
+    assert "measured" in load.choose_precision("auto", "cpu", train=True).reason
 
 
 def test_a_bad_override_is_named(monkeypatch):

@@ -127,8 +127,9 @@ def choose_precision(dtype: str, device: str | None = None, *, train: bool = Fal
         elif train:
             speedup = bf16_matmul_speedup()
             compute = torch.bfloat16 if speedup >= BF16_CPU_SPEEDUP else torch.float32
+            how = "set by HONE_BF16_SPEEDUP" if os.environ.get("HONE_BF16_SPEEDUP") else "measured"
             reason = (f"dtype auto: {'bf16 autocast' if compute == torch.bfloat16 else 'fp32'} (bf16 matmuls "
-                      f"measured {speedup:.2f}x fp32 on this CPU; bf16 needs {BF16_CPU_SPEEDUP}x)")
+                      f"{how} {speedup:.2f}x fp32 on this CPU; bf16 needs {BF16_CPU_SPEEDUP}x)")
         else:
             compute = torch.float32
             reason = "dtype auto: fp32 (CPU)"
