@@ -1,6 +1,6 @@
 """`python -m hone` (and so `torchrun -m hone train ...`)."""
 import sys
 
-from .cli import main
+from .cli import entry
 
-sys.exit(main())
+sys.exit(entry())

@@ -370,5 +370,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> int:
+    """The `hone` program (and `python -m hone`): `hone train` first starts itself again under jemalloc or
+    tcmalloc when one is installed (``hone.allocator``); called in-process, ``main`` never does."""
+    argv = sys.argv[1:]
+    if argv[:1] == ["train"] and "-h" not in argv and "--help" not in argv:
+        from . import allocator
+
+        allocator.restart_with_better_allocator(argv)  # returns only when staying as it is
+    return main(argv)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(entry())

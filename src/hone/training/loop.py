@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from .. import atomic, runs
+from .. import allocator, atomic, runs
 from ..config import RunCfg, changed_keys, dump_yaml, to_dict
 from ..config.derive import eval_batch_size, quant_bits, report_to, save_steps
 from ..data.encode import Encoded
@@ -96,6 +96,8 @@ def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
         write_run_info(run_dir, run_info, state)
         log.info("run directory: %s", run_dir)
         log.info("precision: %s", precision.reason)
+        log.info("memory allocator: %s", allocator.active() or "the C library's (an installed jemalloc or "
+                 "tcmalloc lowers the peak: `hone train` preloads it by itself)")
         log.info("%d training rows, %d validation rows; %d steps (%d per epoch), %d rows per step",
                  len(data.train), len(data.val), plan.total_steps, plan.steps_per_epoch, plan.rows_per_step)
 
