@@ -156,3 +156,30 @@ def test_bf16_on_cpu_holds_frozen_weights_in_bf16_and_trains_fp32(tiny_model_dir
         with torch.autocast("cpu", dtype=torch.bfloat16):
             got = model(input_ids=ids, labels=ids).loss
     assert abs(got.item() - want.item()) < 0.02 * want.item()
+
+
+def test_lora_under_autocast_without_the_input_round_trip_computes_the_same(tiny_model_dir):
+    """peft's fp32 cast of a bf16 input, undone by autocast at once, changes nothing when skipped."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from hone.models.adapters import keep_input_dtype
+
+    def run(skip: bool) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        torch.manual_seed(0)
+        model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.bfloat16)
+        model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", lora_dropout=0.0,
+                                                 init_lora_weights=False))
+        if skip:
+            assert keep_input_dtype(model) > 0
+        ids = torch.arange(5, 37).view(2, 16)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        return loss.detach(), {k: p.grad.clone() for k, p in model.named_parameters() if p.requires_grad}
+
+    plain, plain_grads = run(False)
+    fast, fast_grads = run(True)
+    assert torch.equal(plain, fast)
+    for k in plain_grads:
+        assert torch.equal(plain_grads[k], fast_grads[k]), k

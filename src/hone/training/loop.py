@@ -18,7 +18,7 @@ from ..config.derive import eval_batch_size, quant_bits, report_to, save_steps
 from ..data.encode import Encoded
 from ..data.pipeline import prepare
 from ..errors import CheckpointError, TrainingError
-from ..models.adapters import add_neftune, make_trainable
+from ..models.adapters import add_neftune, keep_input_dtype, make_trainable
 from ..models.load import choose_precision, load_model, load_tokenizer, model_type, resolve_model
 from ..models.registry import LossFamily
 from ..templates import get_template
@@ -72,6 +72,8 @@ def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
 
     model = load_model(model_dir, cfg.model, precision, quant_bits=quant_bits(cfg))
     model = make_trainable(model, cfg)
+    if precision.mixed != "no":
+        keep_input_dtype(model)
     if resume_from is not None:
         load_weights(model, resume_from.path)
     if cfg.tune.neftune_alpha > 0:
