@@ -1,0 +1,128 @@
+"""The built site (one strict build per session): it builds, it fetches nothing from the internet when viewed,
+search works offline in both languages, and the language switch links the two."""
+from __future__ import annotations
+
+import functools
+import http.server
+import json
+import re
+import shutil
+import subprocess
+import threading
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+
+# Tags and the attribute through which a browser fetches something when the page loads.
+_FETCHED = {"script": "src", "link": "href", "img": "src", "iframe": "src", "source": "src", "video": "src",
+            "audio": "src", "embed": "src", "object": "data", "track": "src"}
+_NOT_FETCHED_LINKS = {"canonical", "alternate"}  # `<link rel=canonical>` names a page, it loads nothing
+_EXTERNAL = re.compile(r"^\s*(https?:)?//", re.I)
+_CSS_URL = re.compile(r"""(?:url\(\s*['"]?|@import\s+['"])\s*((?:https?:)?//[^'")\s]+)""", re.I)
+
+
+class _Resources(HTMLParser):
+    """Collects what an HTML page would load from elsewhere."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.external: list[str] = []
+        self.mermaid = False
+        self._in_style = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = {k: v or "" for k, v in attrs}
+        url = a.get(_FETCHED.get(tag, ""), "")
+        rel = set(a.get("rel", "").lower().split())
+        if url and _EXTERNAL.match(url) and not (tag == "link" and rel and rel <= _NOT_FETCHED_LINKS):
+            self.external.append(f"<{tag} {url}>")
+        self.external += [f"<{tag} style {u}>" for u in _CSS_URL.findall(a.get("style", ""))]
+        # Material loads mermaid from a CDN for any diagram on the page
+        self.mermaid |= "mermaid" in a.get("class", "").split()
+        self._in_style = tag == "style"
+
+    def handle_data(self, data: str) -> None:
+        if self._in_style:
+            self.external += [f"<style> {u}" for u in _CSS_URL.findall(data)]
+
+    def handle_endtag(self, tag: str) -> None:
+        self._in_style = False
+
+
+def external_resources(html: str) -> list[str]:
+    """Every script, style sheet, font, image or frame a page would fetch from another host."""
+    parser = _Resources()
+    parser.feed(html)
+    return parser.external + (["a mermaid diagram (its script comes from a CDN)"] if parser.mermaid else [])
+
+
+def test_strict_build(docs_build):
+    assert docs_build.returncode == 0, "mkdocs build --strict failed:\n" + docs_build.log[-6000:]
+
+
+def test_nothing_is_fetched_from_the_internet(site: Path):
+    bad = []
+    for page in sorted(site.rglob("*.html")):
+        bad += [f"{page.relative_to(site)}: {r}" for r in external_resources(page.read_text(encoding="utf-8"))]
+    for sheet in sorted(site.rglob("*.css")):
+        bad += [f"{sheet.relative_to(site)}: {u}" for u in _CSS_URL.findall(sheet.read_text(encoding="utf-8"))]
+    assert not bad, "the site would fetch these from the internet when viewed:\n" + "\n".join(bad)
+
+
+def _switch_target(site: Path, page: str, lang: str) -> Path:
+    """The page the language switch of ``page`` (a site path like ``zh/``) leads to for ``lang``."""
+    html = (site / page / "index.html").read_text(encoding="utf-8")
+    m = re.search(rf'<a href="([^"]*)" hreflang="{lang}"', html)
+    assert m, f"{page}: no language switch entry for {lang}"
+    link = m[1]
+    target = site / link.lstrip("/") if link.startswith("/") else site / page / link
+    return (target / "index.html").resolve()
+
+
+@pytest.mark.parametrize("page, other, lang", [("", "zh/", "zh"), ("zh/", "", "en"),
+                                               ("reference/config/", "zh/reference/config/", "zh"),
+                                               ("zh/reference/config/", "reference/config/", "en")])
+def test_the_language_switch_leads_to_the_same_page_in_the_other_language(site: Path, page, other, lang):
+    assert _switch_target(site, page, lang) == (site / other / "index.html").resolve()
+    html = (site / page / "index.html").read_text(encoding="utf-8")
+    assert re.search(r'hreflang="en"[^>]*>\s*English\s*<', html) and re.search(r'hreflang="zh"[^>]*>\s*中文\s*<', html)
+    assert f'<html lang="{"en" if lang == "zh" else "zh"}"' in html
+
+
+def test_search_index_ships_with_the_site(site: Path):
+    index = json.loads((site / "search/search_index.json").read_text(encoding="utf-8"))
+    locations = [d["location"] for d in index["docs"]]
+    assert any(loc.startswith("zh/") for loc in locations) and any(not loc.startswith("zh/") for loc in locations)
+    assert "zh" in index["config"]["lang"], "Chinese pages are indexed with Chinese word splitting"
+    assert any("lora_rank" in d["text"] for d in index["docs"]), "the reference pages are searchable"
+
+
+def test_external_resource_check_catches_cdn_assets():
+    assert external_resources('<script src="https://cdn.example.org/x.js"></script>')
+    assert external_resources('<link rel="stylesheet" href="//fonts.googleapis.com/css?family=Roboto">')
+    assert external_resources('<style>@import "https://fonts.example.org/a.css";</style>')
+    assert external_resources('<pre class="mermaid">graph TD; a-->b</pre>')
+    assert not external_resources('<a href="https://github.com/">repo</a><script src="assets/x.js"></script>'
+                                  '<link rel="canonical" href="https://example.org/">')
+
+
+def _chromium() -> str | None:
+    return next(filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None)
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(_chromium() is None, reason="needs chromium (apt-get install chromium)")
+def test_chinese_home_page_in_a_browser(site: Path):
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/zh/"
+        dom = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--dump-dom", url],
+                             capture_output=True, text=True, timeout=120).stdout
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert "快速上手" in dom, "the Chinese home page rendered"
+    assert re.search(r'hreflang="en"[^>]*>\s*English', dom), "the language switch offers English"
