@@ -58,7 +58,7 @@ def external_resources(html: str) -> list[str]:
 
 
 def test_strict_build(docs_build):
-    assert docs_build.returncode == 0, "mkdocs build --strict failed:\n" + docs_build.log[-6000:]
+    assert docs_build.returncode == 0, "mkdocs build --strict failed:\n" + docs_build.problems()
 
 
 def test_nothing_is_fetched_from_the_internet(site: Path):
