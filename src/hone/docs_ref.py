@@ -51,7 +51,7 @@ _T: dict[str, dict[str, str]] = {
         "why": "Why it has no effect",
         "section_model": "Model", "section_data": "Data", "section_tune": "Tuning method",
         "section_train": "Training", "section_gen": "Generation",
-        "str": "string", "int": "integer", "float": "number", "bool": "boolean", "list": "list of {0}",
+        "str": "string", "int": "integer", "float": "number", "bool": "boolean", "list": "list of {0}s",
         "optional": "{0} or null",
         "cli_title": "Commands",
         "cli_intro": ("Every `hone` command and its flags (`python -m hone` is the same program). Every command "
@@ -175,7 +175,7 @@ def config_page(lang: str) -> str:
         out.append(_table([t["key"], t["type"], t["default"], t["description"]], rows))
     out.append(f"## {t['ignored_title']} {{#ignored}}")
     out.append(t["ignored_intro"])
-    out.append(_table([t["key"], t["why"]], [[_code(k), _escape(why)] for k, why in IGNORED.items()]))
+    out.append(_table([t["key"], t["why"]], [[_code(k), _escape(_sentence(why))] for k, why in IGNORED.items()]))
     assert set(KEYS) == {f.name for cls in SECTIONS.values() for f in dataclasses.fields(cls)}
     return "\n\n".join(out) + "\n"
 
@@ -213,7 +213,7 @@ def _flag_row(a: argparse.Action, t: dict[str, str]) -> list[str]:
         notes.append(t["repeatable"])
     if not a.option_strings and a.nargs == "?":
         notes.append(t["optional_arg"])
-    desc = _escape(a.help or "")
+    desc = _escape(_sentence(a.help or ""))
     if notes:
         desc = "; ".join(([desc] if desc else []) + notes)
     default = a.default
