@@ -56,7 +56,7 @@ _T: dict[str, dict[str, str]] = {
         "cli_title": "Commands",
         "cli_intro": ("Every `hone` command and its flags (`python -m hone` is the same program). Every command "
                       "also takes `-h` / `--help`, and `hone --version` prints the version."),
-        "flag": "Flag", "value": "Value", "one_of": "one of: {0}", "repeatable": "repeatable", "optional_arg":
+        "flag": "Argument", "value": "Value", "one_of": "one of: {0}", "repeatable": "repeatable", "optional_arg":
         "optional",
         "takes_keys": ("Also takes any [config key](config.md) as `--key value`, after an optional YAML config; "
                        "it reads the sections {0}."),
@@ -103,9 +103,13 @@ _T: dict[str, dict[str, str]] = {
 # ------------------------------------------------------------------------------------------------ markdown
 
 def _escape(text: str) -> str:
-    """Text for a table cell: markdown and HTML specials escaped outside `code spans`, pipes everywhere."""
+    """Text for a page or a table cell: flags set as code; markdown and HTML specials escaped outside `code
+    spans`, pipes everywhere."""
     parts = text.split("`")
     for i in range(0, len(parts), 2):  # even parts lie outside code spans
+        parts[i] = re.sub(r"(?<![\w-])(--[A-Za-z][\w-]*)", r"`\1`", parts[i])
+    parts = "`".join(parts).split("`")
+    for i in range(0, len(parts), 2):
         parts[i] = re.sub(r"([\\*_\[\]])", r"\\\1", parts[i]).replace("<", "&lt;").replace(">", "&gt;")
     return "`".join(parts).replace("|", r"\|").replace("\n", " ")
 
@@ -213,9 +217,10 @@ def _flag_row(a: argparse.Action, t: dict[str, str]) -> list[str]:
         notes.append(t["repeatable"])
     if not a.option_strings and a.nargs == "?":
         notes.append(t["optional_arg"])
-    desc = _escape(_sentence(a.help or ""))
+    desc = _escape(a.help or "")
     if notes:
         desc = "; ".join(([desc] if desc else []) + notes)
+    desc = _sentence(desc)
     default = a.default
     shown = "" if default in (None, False, [], argparse.SUPPRESS) else _code(_yaml_value(default))
     return [names, value, shown, desc]
