@@ -12,7 +12,9 @@ import pytest
 # Tags and the attribute through which a browser fetches something when the page loads.
 _FETCHED = {"script": "src", "link": "href", "img": "src", "iframe": "src", "source": "src", "video": "src",
             "audio": "src", "embed": "src", "object": "data", "track": "src"}
-_NOT_FETCHED_LINKS = {"canonical", "alternate"}  # `<link rel=canonical>` names a page, it loads nothing
+# `<link>`s that make the browser fetch or connect (prev/next/canonical/alternate only name pages)
+_FETCHED_LINKS = {"stylesheet", "icon", "shortcut", "apple-touch-icon", "mask-icon", "manifest", "preload",
+                  "modulepreload", "prefetch", "preconnect", "dns-prefetch"}
 _EXTERNAL = re.compile(r"^\s*(https?:)?//", re.I)
 _CSS_URL = re.compile(r"""(?:url\(\s*['"]?|@import\s+['"])\s*((?:https?:)?//[^'")\s]+)""", re.I)
 
@@ -23,6 +25,7 @@ class _Resources(HTMLParser):
     def __init__(self) -> None:
         super().__init__()
         self.external: list[str] = []
+        self.local: list[str] = []
         self.mermaid = False
         self._in_style = False
 
@@ -30,8 +33,11 @@ class _Resources(HTMLParser):
         a = {k: v or "" for k, v in attrs}
         url = a.get(_FETCHED.get(tag, ""), "")
         rel = set(a.get("rel", "").lower().split())
-        if url and _EXTERNAL.match(url) and not (tag == "link" and rel and rel <= _NOT_FETCHED_LINKS):
+        fetched = url and (tag != "link" or rel & _FETCHED_LINKS)
+        if fetched and _EXTERNAL.match(url):
             self.external.append(f"<{tag} {url}>")
+        elif fetched and not url.startswith(("data:", "#")):
+            self.local.append(url)
         self.external += [f"<{tag} style {u}>" for u in _CSS_URL.findall(a.get("style", ""))]
         # Material loads mermaid from a CDN for any diagram on the page
         self.mermaid |= "mermaid" in a.get("class", "").split()
@@ -52,6 +58,13 @@ def external_resources(html: str) -> list[str]:
     return parser.external + (["a mermaid diagram (its script comes from a CDN)"] if parser.mermaid else [])
 
 
+def local_resources(html: str) -> list[str]:
+    """The site's own scripts, style sheets and images a page loads (as written: relative to the page)."""
+    parser = _Resources()
+    parser.feed(html)
+    return parser.local
+
+
 def test_strict_build(docs_build):
     assert docs_build.returncode == 0, "mkdocs build --strict failed:\n" + docs_build.problems()
 
@@ -63,6 +76,17 @@ def test_nothing_is_fetched_from_the_internet(site: Path):
     for sheet in sorted(site.rglob("*.css")):
         bad += [f"{sheet.relative_to(site)}: {u}" for u in _CSS_URL.findall(sheet.read_text(encoding="utf-8"))]
     assert not bad, "the site would fetch these from the internet when viewed:\n" + "\n".join(bad)
+
+
+def test_every_local_script_style_and_image_exists(site: Path):
+    missing = []
+    for page in sorted(site.rglob("*.html")):
+        for url in local_resources(page.read_text(encoding="utf-8")):
+            path = url.split("#")[0].split("?")[0]
+            target = site / path.lstrip("/") if path.startswith("/") else page.parent / path
+            if not target.resolve().is_file():
+                missing.append(f"{page.relative_to(site)}: {url}")
+    assert not missing, "pages load files the site does not have:\n" + "\n".join(missing)
 
 
 def _switch_target(site: Path, page: str, lang: str) -> Path:
@@ -100,3 +124,5 @@ def test_external_resource_check_catches_cdn_assets():
     assert external_resources('<pre class="mermaid">graph TD; a-->b</pre>')
     assert not external_resources('<a href="https://github.com/">repo</a><script src="assets/x.js"></script>'
                                   '<link rel="canonical" href="https://example.org/">')
+    assert local_resources('<img src="../assets/flow.svg"><link rel="next" href="../x/"><a href="y.md">') == [
+        "../assets/flow.svg"]
