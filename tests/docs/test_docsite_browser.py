@@ -97,10 +97,10 @@ def test_chinese_home_page_renders_with_the_language_switch(browser):
 
 
 @pytest.mark.parametrize("page, query, expected", [("", "lora_rank", "reference/config/"),
-                                                   ("zh/", "训练", "zh/")])
+                                                   ("zh/", "换算", "zh/reference/config/")])
 def test_search_finds_pages_offline(browser, page, query, expected):
     """A Chinese word in the middle of a sentence is found too (the index splits Chinese into words):
-    训练 stands in the middle of the Chinese home page's first sentence."""
+    换算 ends a sentence of the Chinese config reference's introduction."""
     b, root = browser
     b.call("Page.navigate", url=f"{root}{page}?q={quote(query)}")
     found = b.wait_for("Array.from(document.querySelectorAll('.md-search-result__item > a'))"
