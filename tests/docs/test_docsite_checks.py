@@ -1,9 +1,10 @@
 """The docs checks themselves: each one finds what it is there to find (so a passing docs test means something)."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
-from docs_blocks import argv_error, blocks, command_lines, hone_argvs, yaml_block_error
+from docs_blocks import REPO, argv_error, blocks, command_lines, hone_argvs, yaml_block_error
 from hone import docs_ref
 from hone.config import KEYS
 from hone.config.aliases import aliases_of
@@ -90,3 +91,18 @@ def test_a_stale_reference_page_is_found_and_rewritten(tmp_path):
     assert docs_ref.stale(tmp_path) == [page]
     assert docs_ref.main(["--docs-dir", str(tmp_path), "--check"]) == 1
     assert docs_ref.main(["--docs-dir", str(tmp_path)]) == 0 and docs_ref.stale(tmp_path) == []
+
+
+def _hooks():
+    spec = importlib.util.spec_from_file_location("mkdocs_hooks", REPO / "mkdocs_hooks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_chinese_line_breaks_are_joined_outside_code_and_headings():
+    source = ("## 标题\n正文第一行，\n  接着第二行。LoRA\n训练，“引号”\n继续\n\n```bash\n# 中文\n# 注释\n```\n"
+              "- 列表\n- 第二项\n> 引用第一行\n> 第二行\n")
+    assert _hooks().join_cjk_lines(source) == (
+        "## 标题\n正文第一行，接着第二行。LoRA\n训练，“引号”继续\n\n```bash\n# 中文\n# 注释\n```\n- 列表\n- 第二项\n"
+        "> 引用第一行第二行\n")

@@ -89,6 +89,17 @@ def test_every_local_script_style_and_image_exists(site: Path):
     assert not missing, "pages load files the site does not have:\n" + "\n".join(missing)
 
 
+def test_chinese_paragraphs_have_no_stray_spaces(site: Path):
+    """A line break between two Chinese characters in a paragraph would show as a space between them."""
+    cjk = "\u3000-\u303f\u4e00-\u9fff\uff00-\uffef"
+    broken = re.compile(rf"[{cjk}]\n\s*[{cjk}]")
+    bad = []
+    for page in sorted((site / "zh").rglob("*.html")):
+        for block in re.findall(r"<(?:p|li|td)>(.*?)</(?:p|li|td)>", page.read_text(encoding="utf-8"), re.S):
+            bad += [f"{page.relative_to(site)}: ...{m.group(0)!r}..." for m in broken.finditer(block)]
+    assert not bad, "line breaks between Chinese characters left in the pages:\n" + "\n".join(bad[:20])
+
+
 def _switch_target(site: Path, page: str, lang: str) -> Path:
     """The page the language switch of ``page`` (a site path like ``zh/``) leads to for ``lang``."""
     html = (site / page / "index.html").read_text(encoding="utf-8")
