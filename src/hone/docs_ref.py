@@ -199,6 +199,7 @@ def subparsers() -> dict[str, argparse.ArgumentParser]:
 
 
 def _flag_row(a: argparse.Action, t: dict[str, str]) -> list[str]:
+    """One argument of a command as a table row: names, value, default, description."""
     if a.option_strings:
         names = _codes(a.option_strings)
         takes_value = a.nargs != 0
@@ -222,11 +223,13 @@ def _flag_row(a: argparse.Action, t: dict[str, str]) -> list[str]:
         desc = "; ".join(([desc] if desc else []) + notes)
     desc = _sentence(desc)
     default = a.default
-    shown = "" if default in (None, False, [], argparse.SUPPRESS) else _code(_yaml_value(default))
+    unset = default is None or default is False or default == [] or default == argparse.SUPPRESS
+    shown = "" if unset else _code(_yaml_value(default))
     return [names, value, shown, desc]
 
 
 def _sentence(text: str) -> str:
+    """``text`` with a capital first letter (help strings start lower case)."""
     return text[:1].upper() + text[1:]
 
 
