@@ -81,3 +81,12 @@ def test_glossary_covers_the_terms_the_guide_relies_on():
 def test_faq_has_the_same_entries_in_both_languages():
     en, zh = headings(page("en", "faq.md")), headings(page("zh", "faq.md"))
     assert len(en) == len(zh) >= 9
+
+
+@pytest.mark.parametrize("lang", LANGS)
+def test_guide_index_leads_to_every_stage(lang):
+    # data, fine-tuning and evaluation; terms, tool choice and problems: each reachable from the guide's start
+    text = page(lang, "guide/index.md")
+    for target in ("data.md", "models.md", "train.md", "monitor.md", "evaluate.md", "../glossary.md",
+                   "../choosing-a-tool.md", "../faq.md"):
+        assert f"]({target})" in text or f"]({target}#" in text, target
