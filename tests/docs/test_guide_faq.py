@@ -98,3 +98,14 @@ def test_run_dir_taken_message(tmp_path):
     with pytest.raises(HoneError) as e:
         claim_run_dir(tmp_path, overwrite=False)
     assert fits(_quote("error: … already holds a run"), str(e.value))
+
+
+@pytest.mark.parametrize("max_tokens", [0, 512])
+def test_memory_refusal_message(max_tokens):
+    from hone.training.memory import GiB, Estimate, check
+
+    too_big = Estimate(held=1 * GiB, optimizer=2 * GiB, activations=8 * GiB, loss=1 * GiB, tokens=4096,
+                       available=3 * GiB, device="cpu")
+    with pytest.raises(HoneError) as e:
+        check(too_big, enabled=True, max_tokens=max_tokens, say=False)
+    assert fits(_quote("error: this run needs about"), str(e.value))
