@@ -90,3 +90,12 @@ def test_guide_index_leads_to_every_stage(lang):
     for target in ("data.md", "models.md", "train.md", "monitor.md", "evaluate.md", "../glossary.md",
                    "../choosing-a-tool.md", "../faq.md"):
         assert f"]({target})" in text or f"]({target}#" in text, target
+
+
+def test_quickstart_time_agrees_with_readme():
+    from guide_pages import REPO
+
+    minutes = re.search(r"about (\d+) minutes on 2 CPU cores", (REPO / "README.md").read_text(encoding="utf-8"))[1]
+    for rel in ("guide/index.md", "guide/train.md", "faq.md"):
+        assert set(re.findall(r"about (\d+) minutes", page("en", rel))) == {minutes}, rel
+        assert set(re.findall(r"约 (\d+) 分钟", page("zh", rel))) == {minutes}, rel
