@@ -4,11 +4,13 @@ from __future__ import annotations
 import difflib
 from typing import Generic, Iterator, TypeVar
 
+from .errors import HoneError
+
 T = TypeVar("T")
 
 
-class RegistryError(KeyError):
-    """A name that is not registered, or registered twice."""
+class RegistryError(HoneError, KeyError):
+    """A name that is not registered, or registered twice; the CLI prints it without a traceback."""
 
     def __str__(self) -> str:  # KeyError quotes its message; we want it plain
         return str(self.args[0]) if self.args else ""
