@@ -44,14 +44,18 @@ def find() -> Path | None:
 
 
 def active() -> str | None:
-    """The preloaded allocator's file name when this process runs under one hone chose, else None."""
-    return os.environ.get(_MARK) or None
+    """The file name of the allocator this process runs under when one was preloaded (by hone or by the
+    user's own LD_PRELOAD), else None: the C library's."""
+    for lib in os.environ.get("LD_PRELOAD", "").replace(" ", os.pathsep).split(os.pathsep):
+        if os.environ.get(_MARK) == Path(lib).name or any(n in lib for n in ("jemalloc", "tcmalloc", "mimalloc")):
+            return Path(lib).name
+    return None
 
 
 def restart_with_better_allocator(argv: list[str]) -> None:
     """Replace this process with ``python -m hone *argv`` under jemalloc/tcmalloc, when one is installed and
     none is preloaded yet; returns (doing nothing) otherwise."""
-    if active() or "jemalloc" in os.environ.get("LD_PRELOAD", "") or "tcmalloc" in os.environ.get("LD_PRELOAD", ""):
+    if os.environ.get(_MARK) or active():  # restarted already, or the user preloads one
         return
     lib = find()
     if lib is None:
