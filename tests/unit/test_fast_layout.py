@@ -70,3 +70,24 @@ def test_forwards_keep_the_rows_in_order_and_a_long_row_alone():
     assert len(whole) == 1 and int(whole[0]["input_ids"].shape[1]) == sum(LENGTHS)
     padded = SFT(pad_id=2, packing=False, filler=rows[0], max_tokens=32).batches(rows)
     assert len(padded) == 1 and padded[0]["input_ids"].shape == (len(LENGTHS), max(LENGTHS))
+
+
+class _Acc:
+    def __init__(self, device: str = "cpu", deepspeed: bool = False) -> None:
+        self.device = torch.device(device)
+        self.state = type("S", (), {"deepspeed_plugin": object() if deepspeed else None})()
+
+
+def test_the_layout_each_setting_gets():
+    from hone.config import load_config
+    from hone.training.loop import layout
+
+    cfg = load_config({})
+    plain = LOSS_FAMILIES["llama"]
+    assert layout(cfg, plain, _Acc()) == (True, 512)  # the default on a CPU
+    assert layout(cfg, plain, _Acc("meta")) == (True, 0)  # elsewhere (a GPU): the whole micro-batch at once
+    assert layout(cfg, LOSS_FAMILIES["mixtral"], _Acc()) == (True, 0)  # the router loss is per forward
+    assert layout(cfg, None, _Acc()) == (False, 0)  # the model's own forward: padded
+    assert layout(load_config({"max_forward_tokens": 64}), plain, _Acc()) == (True, 64)
+    assert layout(load_config({"max_forward_tokens": 64}), plain, _Acc(deepspeed=True)) == (True, 0)
+    assert layout(load_config({"packing": False}), plain, _Acc()) == (False, 0)
