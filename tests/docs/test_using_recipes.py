@@ -66,7 +66,8 @@ def test_maica_mixes_weighted_sets(tmp_path):
     assert (cfg["lora_dropout"], cfg["lora_target"], cfg["attn_impl"]) == (0.06, ["DEFAULT"], "sdpa")
     record = json.loads((run / "hone_run.json").read_text())
     rows = {(d["dataset"], d["split"]): d["rows"] for d in record["data"]}
-    assert rows[("examples/data/identity_test.jsonl#4", "val")]["val"] == 4
+    assert rows[("examples/data/identity.json", "train")]["train"] == 3 * 91  # listed three times
+    assert rows[("examples/data/identity_test.jsonl", "val")]["val"] == 4  # NAME#4
 
 
 def test_minicpm_lora_and_its_gpu_switches(tmp_path):
