@@ -41,3 +41,21 @@ def test_record_and_the_differences_a_resume_or_rerun_reports(tiny_cfg, tiny_mod
                resume_from_checkpoint="")
     assert f"train dataset {data}: its files' content changed" in caplog.text
     assert "torch" not in caplog.text.split("differs from its record")[1]  # the resume rewrote the record
+
+
+def test_row_counts_of_jsonl_and_json_sources(tmp_path):
+    """Rows of a .jsonl file carry `file:LINE`, of a .json file `file#N`; both count toward their file."""
+    from types import SimpleNamespace
+
+    from hone.config import load_config
+    from hone.training.record import data_sources
+
+    row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    lines, array = tmp_path / "a.jsonl", tmp_path / "b.json"
+    lines.write_text("\n".join(json.dumps(row) for _ in range(3)) + "\n")
+    array.write_text(json.dumps([row, row]))
+    cfg = load_config({"dataset": [str(array)], "val_dataset": [str(lines)]})
+    data = SimpleNamespace(train=[SimpleNamespace(source=f"{array}#{i}") for i in (1, 2)],
+                           val=[SimpleNamespace(source=f"{lines}:{i}") for i in (1, 2, 3)])
+    train, val = data_sources(cfg, data)
+    assert train["rows"] == {"train": 2, "val": 0} and val["rows"] == {"train": 0, "val": 3}

@@ -30,6 +30,15 @@ def _lower(v: Any) -> Any:
     return v.lower() if isinstance(v, str) else v
 
 
+_TORCH_DTYPES = {"bfloat16": "bf16", "float16": "fp16", "half": "fp16", "float32": "fp32", "float": "fp32"}
+
+
+def _dtype(v: Any) -> Any:
+    """torch's dtype names (``bfloat16``, ``float16``, ``float32``), as HF scripts write them, or hone's."""
+    m = _lower(v)
+    return _TORCH_DTYPES.get(m, m) if isinstance(m, str) else m
+
+
 def _method(v: Any) -> Any:
     m = str(v).strip().lower()
     if m in ("lora", "qlora", "full", "freeze"):
@@ -111,7 +120,7 @@ _SAME_AS: dict[str, tuple[str, ...]] = {
 # Names whose values need converting (or that set a key only for some values): (hone key, converter, names).
 _CONVERTED: tuple[tuple[str, Callable[[Any], Any], tuple[str, ...]], ...] = (
     ("template", _template, ("template_type",)),
-    ("dtype", _lower, ("torch_dtype",)),
+    ("dtype", _dtype, ("torch_dtype",)),
     ("dtype", _flag("bf16"), ("bf16",)),
     ("dtype", _flag("fp16"), ("fp16",)),
     ("dtype", _flag("fp32"), ("fp32",)),

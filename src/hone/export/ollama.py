@@ -32,8 +32,8 @@ def _items(items: Items, values: dict[str, str], tokenizer: Any, name: str) -> s
         if placeholder.startswith("ROUND"):
             raise ExportError(f"template '{name}' numbers its rounds, which Ollama templates cannot")
         if placeholder == "DATE":
-            raise ExportError(f"template '{name}' writes today's date, which an Ollama TEMPLATE cannot; "
-                              "export with a template that does not (e.g. llama3_1) or skip --ollama")
+            raise ExportError(f"template '{name}' writes today's date, which an Ollama TEMPLATE cannot (a "
+                              "template without it, e.g. llama3_1, can)")
 
     def token(ref: Any) -> str:
         return _lit(tokenizer.convert_ids_to_tokens(ref) if isinstance(ref, int) else

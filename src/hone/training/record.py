@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -28,11 +29,17 @@ def versions() -> dict[str, str | None]:
     return out
 
 
+def _file_of(source: str) -> str:
+    """The file a row came from: its source without the row number (`file#N`, json and parquet) or the line
+    number (`file:N`, jsonl and text)."""
+    return re.sub(r"[#:]\d+$", "", source)
+
+
 def data_sources(cfg: RunCfg, data: PreparedData) -> list[dict[str, Any]]:
     """Every `dataset` and `val_dataset` entry: its files' sha256 and the rows it gave to training/validation."""
     train_plan, val_plan = plan_sources(cfg.data)
-    counts = {"train": Counter(r.source.rsplit("#", 1)[0] for r in data.train),
-              "val": Counter(r.source.rsplit("#", 1)[0] for r in data.val)}
+    counts = {"train": Counter(_file_of(r.source) for r in data.train),
+              "val": Counter(_file_of(r.source) for r in data.val)}
     out = []
     for split, plan in (("train", train_plan), ("val", val_plan)):
         for spec, src in plan:
