@@ -84,6 +84,7 @@ def test_save_total_limit_minus_one_only_save_model_and_early_stopping(tiny_cfg,
     from hone.training import loop
 
     worse = iter([1.0, 1.5, 2.0, 2.5, 3.0, 3.5])  # eval loss that only gets worse after the first evaluation
+    real_evaluate = loop.evaluate
     monkeypatch.setattr(loop, "evaluate", lambda *a, **k: next(worse))
     res = hone.train({**tiny_cfg, "max_steps": 6, "save_steps": 2, "save_total_limit": -1, "only_save_model": True,
                       "val_dataset": [f"{identity_file}#2"], "eval_steps": 1, "early_stopping_patience": 2})
@@ -91,7 +92,7 @@ def test_save_total_limit_minus_one_only_save_model_and_early_stopping(tiny_cfg,
     assert ckpts and all(not (c / "optimizer.pt").exists() for c in ckpts)
     assert res.global_step == 3  # best at step 1, then two worse evaluations: patience 2 stops at step 3
     assert res.best_checkpoint is not None
-    monkeypatch.undo()
+    monkeypatch.setattr(loop, "evaluate", real_evaluate)
     all_kept = hone.train({**tiny_cfg, "max_steps": 6, "save_steps": 2, "save_total_limit": -1,
                            "output_dir": tiny_cfg["output_dir"] + "2"})
     assert sorted(p.name for p in all_kept.run_dir.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-4",

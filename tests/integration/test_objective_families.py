@@ -27,8 +27,9 @@ def _keys(model_dir, identity_file, out):
 def _first_loss_and_oracle(keys):
     """hone's first logged loss, and the model's own forward(labels=...) loss on the rows of that step."""
     res = hone.train(keys)
-    first = json.loads((res.run_dir / "metrics.jsonl").read_text().splitlines()[0])
-    assert first["kind"] == "train" and first["step"] == 1
+    recs = [json.loads(x) for x in (res.run_dir / "metrics.jsonl").read_text().splitlines()]
+    first = next(r for r in recs if r["kind"] == "train")
+    assert first["step"] == 1
     cfg = hone.load_config(keys)
     model_dir = Path(cfg.model.model)
     tok = load_tokenizer(model_dir, cfg.model)

@@ -109,8 +109,9 @@ def test_fresh_run_does_not_mix_with_an_earlier_one(tiny_cfg):
     assert (first.run_dir / "checkpoint-2" / "COMPLETE").is_file()  # the refusal touched nothing
     again = hone.train({**tiny_cfg, "max_steps": 3, "save_steps": 3, "overwrite_output_dir": True})
     assert sorted(p.name for p in again.run_dir.glob("checkpoint-*")) == ["checkpoint-3"]
-    steps = [json.loads(x)["step"] for x in (again.run_dir / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [1, 2, 3]  # no record of the replaced run
+    recs = [json.loads(x) for x in (again.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in recs if r["kind"] == "train"] == [1, 2, 3]  # no record of the replaced run
+    assert [r["kind"] for r in recs] == ["estimate", "train", "train", "train", "summary"]
 
 
 def test_lora_resume_restores_the_adapter_bit_for_bit_and_the_trainable_flags(tiny_cfg, done, tiny_model_dir):

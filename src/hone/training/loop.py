@@ -182,6 +182,8 @@ def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
         if last:
             break
     progress.close()
+    metrics.write({"kind": "summary", "step": step, "train_runtime": round(time.monotonic() - t_start, 3),
+                   "train_tokens": tokens_seen, "peak_memory_gb": _memory_gb(acc.device)})
     metrics.close()
     return _finish(acc, model, tokenizer, run_dir, cfg, state, run_info)
 

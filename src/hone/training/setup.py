@@ -31,6 +31,12 @@ def make_accelerator(cfg: RunCfg, mixed: str) -> Any:
     kwargs: dict[str, Any] = {"mixed_precision": mixed, "gradient_accumulation_steps": t.gradient_accumulation_steps,
                               "cpu": cpu,
                               "kwargs_handlers": [InitProcessGroupKwargs(timeout=_dt.timedelta(seconds=t.ddp_timeout))]}
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        # one process may train several runs in turn (the Python API, a notebook): accelerate keeps its first
+        # run's settings (mixed precision) process-wide, so each run starts from a clean state
+        from accelerate.state import AcceleratorState
+
+        AcceleratorState._reset_state(reset_partial_state=True)
     backend = ddp_backend(t.ddp_backend)
     if backend is not None:
         from accelerate import PartialState
