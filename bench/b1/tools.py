@@ -198,7 +198,7 @@ def read_llamafactory(job: Job, out: Path, fin: Finished) -> Outcome:
 
 def prepare_swift(job: Job, out: Path, inputs: dict[str, Path], python: str, model: Path) -> list[str]:
     cli = str(Path(python).parent / "swift")
-    return [cli, "sft", "--model", str(model), "--model_type", "smollm2", "--template", "chatml",
+    return [cli, "sft", "--model", str(model), "--model_type", "llama", "--template", "chatml",
             "--system", SMOLLM_SYSTEM, "--dataset", str(inputs["messages"]), "--split_dataset_ratio", "0",
             "--train_type", "lora", "--lora_rank", str(job.rank), "--lora_alpha", str(job.alpha),
             "--lora_dropout", "0", "--target_modules", "all-linear", "--max_length", str(MAX_LENGTH),
@@ -207,7 +207,8 @@ def prepare_swift(job: Job, out: Path, inputs: dict[str, Path], python: str, mod
             "--warmup_ratio", "0", "--weight_decay", "0", "--num_train_epochs", "1", "--seed", str(job.seed),
             "--data_seed", str(job.seed), "--gradient_checkpointing", "false", "--eval_strategy", "no",
             "--logging_steps", str(job.logging_steps), "--report_to", "none", "--output_dir", str(out / "run"),
-            "--add_version", "false", "--dataloader_num_workers", "0", "--dataset_num_proc", "1"]
+            "--add_version", "false", "--save_only_model", "true", "--dataloader_num_workers", "0",
+            "--dataset_num_proc", "1"]
 
 
 def read_swift(job: Job, out: Path, fin: Finished) -> Outcome:
