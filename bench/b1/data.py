@@ -23,11 +23,14 @@ def load_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-def split(rows: list[dict[str, Any]], n_train: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The first n_train rows (at most EVAL_START) to train on and rows 400-449 to evaluate on."""
+def split(rows: list[dict[str, Any]], n_train: int,
+          n_eval: int = EVAL_ROWS) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The first n_train rows (at most EVAL_START) to train on and the n_eval rows from 400 on to evaluate on."""
     if not 1 <= n_train <= EVAL_START:
         raise SystemExit(f"--rows must be between 1 and {EVAL_START} (rows {EVAL_START}+ are held out), got {n_train}")
-    return rows[:n_train], rows[EVAL_START:EVAL_START + EVAL_ROWS]
+    if not 1 <= n_eval <= EVAL_ROWS:
+        raise SystemExit(f"--eval-rows must be between 1 and {EVAL_ROWS}, got {n_eval}")
+    return rows[:n_train], rows[EVAL_START:EVAL_START + n_eval]
 
 
 def messages(row: dict[str, Any]) -> list[dict[str, str]]:

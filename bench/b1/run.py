@@ -128,6 +128,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--peers", action="store_true", help="run all five tools (default: hone only)")
     p.add_argument("--tools", default=None, help=f"comma-separated subset of {','.join(ALL_TOOLS)}")
     p.add_argument("--rows", type=int, default=400, help="train on the first N rows (default 400)")
+    p.add_argument("--eval-rows", type=int, default=data.EVAL_ROWS,
+                   help="held-out rows for the eval loss (default 50; fewer only for a quick check)")
     p.add_argument("--workdir", type=Path, default=Path.home() / ".cache" / "hone-bench",
                    help="runs, logs and results go here; the peers' venvs under WORKDIR/venvs")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="alpaca JSON (at least 450 rows)")
@@ -151,7 +153,7 @@ def main() -> int:
 
     model = hone_model_dir()
     models = {"hone": model, "peers": peer_model_dir(model, work)}
-    train_rows, eval_rows = data.split(data.load_rows(args.data), args.rows)
+    train_rows, eval_rows = data.split(data.load_rows(args.data), args.rows, args.eval_rows)
     inputs = data.write_inputs(work / "data", train_rows, eval_rows)
     counts = data.count(AutoTokenizer.from_pretrained(model), train_rows)
     shape = flops.shape(model, job.rank)
@@ -172,13 +174,14 @@ def main() -> int:
     table.add_ratios(rows)
 
     result = {"job": {**job.__dict__, "steps": job.steps, "max_length": data.MAX_LENGTH, "threads": args.threads,
-                      "data": str(args.data), "model": str(model)},
+                      "eval_rows": len(eval_rows), "data": str(args.data), "model": str(model)},
               "tokens": counts.__dict__, "shape": shape.__dict__, "model_flops": total_flops,
               "matmul_peak_flops": peaks, "base_eval_loss": base_eval, "cpu": _cpu_name(), "tools": rows}
     (work / "results.json").write_text(json.dumps(result, indent=1, default=str), encoding="utf-8")
     print()
     print(f"B1: {counts.rows} rows ({counts.real_tokens} real tokens), {job.steps} steps, {args.threads} threads, "
-          f"{_cpu_name()}; base model eval loss {table.cell(base_eval, '{:.4f}')}")
+          f"{_cpu_name()}; eval on {len(eval_rows)} held-out rows, base model eval loss "
+          f"{table.cell(base_eval, '{:.4f}')}")
     print(table.render(rows))
     print()
     for r in rows:
