@@ -105,8 +105,9 @@ def run_tool(name: str, job: tools.Job, work: Path, inputs: dict[str, Path], mod
             tools.read_swift if name == "swift" else tools.read_script
     print(f"[b1] {name}: {' '.join(cmd)}", flush=True)
     fin = monitor.run(cmd, env, out, out / "log.txt")
-    row: dict[str, Any] = {"tool": name, "versions": versions, "returncode": fin.returncode,
-                           "wall_s": fin.wall_s, "peak_rss_gib": fin.peak_rss_bytes / table.GIB,
+    row: dict[str, Any] = {"tool": name if fin.returncode == 0 else f"{name} (failed)", "versions": versions,
+                           "returncode": fin.returncode, "wall_s": fin.wall_s,
+                           "peak_rss_gib": fin.peak_rss_bytes / table.GIB,
                            "log": str(out / "log.txt")}
     if fin.returncode != 0:
         print(f"[b1] {name} failed (exit {fin.returncode}); its log: {out / 'log.txt'}", flush=True)

@@ -26,8 +26,11 @@ def _num(v: Any) -> bool:
 
 def add_ratios(rows: list[dict[str, Any]], base: str = "hone") -> list[dict[str, Any]]:
     """Adds tokens_per_s, speed_ratio (base tokens/s ÷ this tool's) and rss_ratio (base peak RSS ÷ this
-    tool's) to every row; None where a number is missing. Rows are changed in place and returned."""
+    tool's) to every row; None where a number is missing or a run failed (its peak RSS is not the job's).
+    Rows are changed in place and returned."""
     for r in rows:
+        if r.get("returncode", 0) != 0:
+            r["peak_rss_gib"] = None
         ok = _num(r.get("train_s")) and r["train_s"] > 0 and _num(r.get("real_tokens"))
         r["tokens_per_s"] = r["real_tokens"] / r["train_s"] if ok else None
     ref = next((r for r in rows if r.get("tool") == base), None)

@@ -200,7 +200,7 @@ def prepare_swift(job: Job, out: Path, inputs: dict[str, Path], python: str, mod
     cli = str(Path(python).parent / "swift")
     return [cli, "sft", "--model", str(model), "--model_type", "llama", "--template", "chatml",
             "--system", SMOLLM_SYSTEM, "--dataset", str(inputs["messages"]), "--split_dataset_ratio", "0",
-            "--train_type", "lora", "--lora_rank", str(job.rank), "--lora_alpha", str(job.alpha),
+            "--tuner_type", "lora", "--lora_rank", str(job.rank), "--lora_alpha", str(job.alpha),
             "--lora_dropout", "0", "--target_modules", "all-linear", "--max_length", str(MAX_LENGTH),
             "--truncation_strategy", "right", "--per_device_train_batch_size", str(job.batch),
             "--gradient_accumulation_steps", "1", "--learning_rate", str(job.lr), "--lr_scheduler_type", "cosine",

@@ -16,7 +16,7 @@ TORCH = "torch==2.13.0"
 PACKAGES: dict[str, list[str]] = {
     "hf": ["transformers", "peft", "accelerate", "datasets"],
     "trl": ["trl", "peft", "accelerate", "datasets"],
-    "swift": ["ms-swift>=3,<5"],
+    "swift": ["ms-swift>=4,<5"],  # 4.x names the LoRA switch --tuner_type (3.x: --train_type)
     "llamafactory": ["llamafactory>=0.9,<0.10"],
 }
 # The distributions whose versions the results record, per tool.

@@ -69,7 +69,7 @@ def test_flop_count_of_a_tiny_llama(tiny_model_dir):
 def test_ratios_against_hone_and_missing_values():
     rows = [{"tool": "hone", "train_s": 50.0, "real_tokens": 1000, "peak_rss_gib": 1.0},
             {"tool": "trl", "train_s": 100.0, "real_tokens": 1000, "peak_rss_gib": 4.0},
-            {"tool": "swift", "train_s": None, "real_tokens": 1000, "peak_rss_gib": None}]
+            {"tool": "swift", "train_s": None, "real_tokens": 1000, "peak_rss_gib": 0.5, "returncode": 1}]
     table.add_ratios(rows)
     assert [r["tokens_per_s"] for r in rows] == [20.0, 10.0, None]
     assert [r["speed_ratio"] for r in rows] == [1.0, 2.0, None]
