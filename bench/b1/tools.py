@@ -57,7 +57,8 @@ def find_adapter(out: Path) -> Path | None:
     """The saved LoRA adapter under out: a final one (outside checkpoint-N folders) first, else the last
     checkpoint's."""
     found = sorted(p.parent for p in out.rglob("adapter_config.json"))
-    final = [p for p in found if not any(part.startswith("checkpoint-") for part in p.relative_to(out).parts)]
+    final = [p for p in found if not any(part.startswith(("checkpoint-", "last-checkpoint"))
+                                         for part in p.relative_to(out).parts)]
     if final:
         return final[0]
     def step(p: Path) -> int:
@@ -207,8 +208,8 @@ def prepare_swift(job: Job, out: Path, inputs: dict[str, Path], python: str, mod
             "--warmup_ratio", "0", "--weight_decay", "0", "--num_train_epochs", "1", "--seed", str(job.seed),
             "--data_seed", str(job.seed), "--gradient_checkpointing", "false", "--eval_strategy", "no",
             "--logging_steps", str(job.logging_steps), "--report_to", "none", "--output_dir", str(out / "run"),
-            "--add_version", "false", "--save_only_model", "true", "--dataloader_num_workers", "0",
-            "--dataset_num_proc", "1"]
+            "--add_version", "false", "--save_only_model", "true",
+            "--dataloader_num_workers", "0", "--dataset_num_proc", "1"]
 
 
 def read_swift(job: Job, out: Path, fin: Finished) -> Outcome:
