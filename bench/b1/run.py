@@ -95,7 +95,11 @@ def run_tool(name: str, job: tools.Job, work: Path, inputs: dict[str, Path], mod
         cmd = tools.prepare_hone(job, out, inputs, python)
         reader = tools.read_hone
     else:
-        py = venvs.ensure_venv(venv_root, name)
+        try:
+            py = venvs.ensure_venv(venv_root, name)
+        except (RuntimeError, OSError, subprocess.CalledProcessError) as e:
+            print(f"[b1] {name}: could not install it: {e}", flush=True)
+            return {"tool": f"{name} (install failed)", "versions": {}, "returncode": -1, "error": str(e)}
         python = str(py)
         versions = venvs.installed_versions(py, venvs.REPORTED[name])
         prepare = {"hf": tools.prepare_hf, "trl": tools.prepare_trl, "llamafactory": tools.prepare_llamafactory,
