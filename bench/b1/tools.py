@@ -104,12 +104,9 @@ _RUNTIME_KEYS = ("train_runtime", "train_seconds", "train_time_s", "train_s", "r
 
 def _hone_estimate(records: list[dict[str, Any]], fin: Finished) -> str | None:
     """hone's memory estimate before the first step, wherever it put it: a metrics record or a log line."""
-    for rec in records:
-        for k, v in rec.items():
-            if "estimate" in k.lower():
-                return f"{v:.2f} GiB" if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
-            if isinstance(v, str) and "estimate" in v.lower():
-                return v
+    for rec in records:  # hone writes {"kind": "estimate", "memory_estimate_gb": ...} before its first step
+        if rec.get("kind") == "estimate" and isinstance(rec.get("memory_estimate_gb"), (int, float)):
+            return f"{rec['memory_estimate_gb']:.2f} GiB"
     for _, line in fin.lines:
         if "estimate" in line.lower():
             m = re.search(r"(\d+(?:\.\d+)?)\s*(GiB|GB|MiB|MB)", line)
