@@ -33,7 +33,8 @@ def run_and_export(tmp_path_factory):
                       "max_steps": 6, "batch_size": 4, "learning_rate": 1e-3, "lora_rank": 16, "lora_alpha": 32,
                       "lora_target": ["ALL"], "output_dir": str(out / "run"), "add_output_dir_suffix": False,
                       "report_to": ["none"], "plot_loss": False, "max_length": 256, "save_steps": 1000,
-                      "model_name": ["Sparrow"], "model_author": ["Whetstone Labs"]})
+                      "model_name": ["Sparrow"], "model_author": ["Whetstone Labs"],
+                      "dtype": "fp32"})  # the bounds below were measured on an fp32 run; `auto` may train in bf16
     paths = export(res.run_dir, gguf_types=["f32", "f16", "q8_0"])
     return res.run_dir, paths[0]
 
