@@ -59,10 +59,9 @@ def steps_per_epoch(cfg: Any, s: dict[str, Any]) -> tuple[int, str]:
     """Optimizer steps per epoch on one device, and how they were counted."""
     t = cfg.train
     per_step = t.batch_size * t.gradient_accumulation_steps
-    sequences = s["rows"]  # packing lays a step's rows out differently; it trains on as many rows per step
-    how = f"{s['rows']} rows / (batch_size {t.batch_size} x gradient_accumulation_steps " \
-          f"{t.gradient_accumulation_steps})"
-    return math.ceil(sequences / per_step) if sequences else 0, how + ", one device"
+    rows = s["rows"]  # packing lays a step's rows out differently; it trains on as many rows per step
+    how = f"{rows} rows / (batch_size {t.batch_size} x gradient_accumulation_steps {t.gradient_accumulation_steps})"
+    return math.ceil(rows / per_step), how + ", one device"
 
 
 def _bad_lines(title: str, rows: Sequence[Any], limit: int = 50) -> list[str]:
