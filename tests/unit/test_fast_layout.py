@@ -8,6 +8,7 @@ import torch
 from families import TINY, tiny_model
 from hone.data.collate import pad_batch
 from hone.data.encode import IGNORE_INDEX, Encoded
+from hone.models.attention import use_row_attention
 from hone.models.registry import LOSS_FAMILIES
 from hone.training.loss import CausalLMLoss
 from hone.training.objective import SFT
@@ -29,8 +30,9 @@ def _grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: p.grad.detach().clone() for k, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.mark.parametrize("rows_attention", [False, True], ids=["mask", "rows"])
 @pytest.mark.parametrize("family", sorted(TINY))
-def test_split_packed_forwards_give_the_models_own_loss_and_gradients(family):
+def test_split_packed_forwards_give_the_models_own_loss_and_gradients(family, rows_attention):
     rows = _rows()
     model = tiny_model(family)
     padded = pad_batch(rows, pad_id=2)
@@ -38,6 +40,9 @@ def test_split_packed_forwards_give_the_models_own_loss_and_gradients(family):
     own.loss.backward()
     want = _grads(model)
     model.zero_grad(set_to_none=True)
+    if rows_attention:  # what training on a CPU runs: packed rows attend one row at a time
+        sdpa = model.config._attn_implementation == "sdpa"
+        assert use_row_attention(model) == sdpa
 
     moe = LOSS_FAMILIES[family].router_aux  # the router's balancing loss is per forward: MoE stays one forward
     sft = SFT(pad_id=2, packing=True, filler=rows[0], max_tokens=0 if moe else 32)

@@ -19,6 +19,7 @@ from ..data.encode import Encoded
 from ..data.pipeline import prepare
 from ..errors import CheckpointError, TrainingError
 from ..models.adapters import add_neftune, keep_input_dtype, make_trainable
+from ..models.attention import use_row_attention
 from ..models.load import choose_precision, load_model, load_tokenizer, model_type, resolve_model
 from ..models.registry import LossFamily
 from ..templates import get_template
@@ -74,6 +75,8 @@ def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
     model = make_trainable(model, cfg)
     if precision.mixed != "no":
         keep_input_dtype(model)
+    if packing:  # on a CPU, packed rows attend one row at a time instead of through a whole-sequence mask
+        use_row_attention(model)
     if resume_from is not None:
         load_weights(model, resume_from.path)
     if cfg.tune.neftune_alpha > 0:
