@@ -89,7 +89,7 @@ def test_the_layout_each_setting_gets():
 
     cfg = load_config({})
     plain = LOSS_FAMILIES["llama"]
-    assert layout(cfg, plain, _Acc()) == (True, 512)  # the default on a CPU
+    assert layout(cfg, plain, _Acc()) == (True, 1024)  # the default on a CPU
     assert layout(cfg, plain, _Acc("meta")) == (True, 0)  # elsewhere (a GPU): the whole micro-batch at once
     assert layout(cfg, LOSS_FAMILIES["mixtral"], _Acc()) == (True, 0)  # the router loss is per forward
     assert layout(cfg, None, _Acc()) == (False, 0)  # the model's own forward: padded

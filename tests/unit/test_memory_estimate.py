@@ -59,7 +59,7 @@ def test_a_run_that_cannot_fit_stops_before_its_first_step(tiny_cfg, monkeypatch
     Mem = collections.namedtuple("Mem", "available total")
     monkeypatch.setattr(psutil, "virtual_memory", lambda: Mem(1 << 20, real().total))  # 1 MiB free
     with pytest.raises(TrainingError, match=r"needs about .* GiB but .* is available.*max_forward_tokens \(now "
-                                            r"512\).*gradient_checkpointing: true.*check_memory: false"):
+                                            r"1024\).*gradient_checkpointing: true.*check_memory: false"):
         hone.train({**tiny_cfg, "output_dir": str(tmp_path / "out")})
     assert not list((tmp_path / "out").glob("checkpoint-*"))
     res = hone.train({**tiny_cfg, "output_dir": str(tmp_path / "anyway"), "check_memory": False, "max_steps": 1})

@@ -99,7 +99,7 @@ class DataCfg:
     max_forward_tokens: int = opt(0, "With packing, the most tokens one forward pass takes: a micro-batch "
                                   "longer than this runs as several forwards whose gradients add up to the same "
                                   "update, so activation memory stays bounded. A row longer than this runs alone. "
-                                  "0: auto (512 on a CPU, where longer sequences gain no speed; the whole "
+                                  "0: auto (1024 on a CPU, where longer forwards gain no speed; the whole "
                                   "micro-batch on a GPU).")
 
 

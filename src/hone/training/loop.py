@@ -191,6 +191,10 @@ def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
     return _finish(acc, model, tokenizer, run_dir, cfg, state, run_info)
 
 
+CPU_FORWARD_TOKENS = 1024
+"""`max_forward_tokens: 0` (auto) on a CPU."""
+
+
 def layout(cfg: RunCfg, family: LossFamily | None, acc: Any) -> tuple[bool, int]:
     """Whether training rows are packed, and the most tokens per forward (0: a micro-batch is one forward)."""
     if not cfg.data.packing:
@@ -205,11 +209,12 @@ def layout(cfg: RunCfg, family: LossFamily | None, acc: Any) -> tuple[bool, int]
         return True, 0
     if wanted:
         return True, wanted
-    # Auto: on a CPU, one forward of 512 tokens already runs the matmuls at full speed, while a longer packed
-    # sequence only adds masked attention and activation memory; a GPU gains from the whole micro-batch at once.
-    # The router's balancing loss is per forward, so MoE micro-batches stay whole unless asked otherwise.
+    # Auto: on a CPU, each forward pays once for reading every weight, so longer ones run faster up to about a
+    # thousand tokens (bench/b1/forward_tokens.py: 256 < 512 < 1024 ~ whole), while activation memory keeps
+    # growing with the length. A GPU gains from the whole micro-batch at once. The router's balancing loss is
+    # per forward, so MoE micro-batches stay whole unless asked otherwise.
     if acc.device.type == "cpu" and not family.router_aux:
-        return True, 512
+        return True, CPU_FORWARD_TOKENS
     return True, 0
 
 
