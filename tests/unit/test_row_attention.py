@@ -11,6 +11,7 @@ from families import tiny_model
 from hone.data.collate import pack_batch, pad_batch
 from hone.data.encode import IGNORE_INDEX, Encoded
 from hone.models import attention
+from hone.models.adapters import _enable_checkpointing
 from hone.training.loss import CausalLMLoss
 
 
@@ -75,7 +76,7 @@ def test_models_not_on_sdpa_are_left_alone():
 def test_under_bf16_autocast_rows_match_the_masked_sdpa():
     rows = _rows()
     want_model, got_model = tiny_model("qwen2"), tiny_model("qwen2")
-    attention.use_row_attention(got_model)
+    attention.use_row_attention(got_model, torch.bfloat16)
     results = []
     for model in (want_model, got_model):
         with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -86,7 +87,28 @@ def test_under_bf16_autocast_rows_match_the_masked_sdpa():
     (want, want_grad), (got, got_grad) = results
     assert got == pytest.approx(want, rel=2e-2)  # bf16 rounding, in different places
     assert float((got_grad - want_grad).norm() / want_grad.norm()) < 0.05
-    assert attention._fastest_dtype(4, 2, 16, torch.bfloat16) in (torch.bfloat16, torch.float32)
+    assert attention.fastest_dtype(4, 2, 16, torch.bfloat16) in (torch.bfloat16, torch.float32)
+
+
+@pytest.mark.parametrize("rows_dtype", [None, torch.bfloat16, torch.float32], ids=["timed", "bf16", "fp32"])
+def test_activation_checkpointing_gives_the_same_gradients(rows_dtype, monkeypatch):
+    """A checkpointed layer recomputes the row path's forward exactly: the same gradients as without."""
+    monkeypatch.setattr(attention, "_DTYPE", {})
+    if rows_dtype is not None:
+        monkeypatch.setattr(attention, "fastest_dtype", lambda *a: rows_dtype)
+    rows = _rows()
+    grads = []
+    for checkpointed in (True, False):  # the checkpointed model first: the first forward of the process
+        model = tiny_model("llama")
+        model.train()
+        assert attention.use_row_attention(model, torch.bfloat16)
+        if checkpointed:
+            _enable_checkpointing(model)  # as training with gradient_checkpointing: true does
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, n = CausalLMLoss(model)(**pack_batch(rows))
+        (loss / n).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert torch.allclose(grads[0], grads[1])
 
 
 def test_a_full_fine_tune_saves_a_config_other_programs_load(tiny_cfg, tmp_path):
@@ -95,3 +117,15 @@ def test_a_full_fine_tune_saves_a_config_other_programs_load(tiny_cfg, tmp_path)
     res = hone.train({**tiny_cfg, "tuning": "full", "max_steps": 1, "save_strategy": "no"})
     config = json.loads((res.run_dir / "config.json").read_text())
     assert attention.NAME not in json.dumps(config)
+
+
+def test_checkpointed_bf16_training_runs(tiny_cfg, monkeypatch):
+    """Anything the row path did only on its first call (timing the dtypes) would be saved by the checkpoint
+    in the forward and missing in the recomputation; the timing happens before training instead."""
+    import hone
+
+    monkeypatch.setenv("HONE_BF16_SPEEDUP", "3")  # bf16 autocast, as on a CPU with fast bf16
+    monkeypatch.setattr(attention, "_DTYPE", {})
+    res = hone.train({**tiny_cfg, "gradient_checkpointing": True, "lora_dropout": 0.06, "max_steps": 2,
+                      "save_strategy": "no"})
+    assert len(res.train_losses) == 2

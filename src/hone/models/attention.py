@@ -7,7 +7,7 @@ costs a fraction: measured 2.7x less time for four rows of about 115 tokens (fwd
 
 The CPU kernel's speed in bf16 and fp32 also differs by machine (fp32 ran 1.6x faster on short rows of an AMD
 EPYC with AVX512-BF16, about level at 512 tokens): under autocast the rows run in whichever dtype a short
-timing at the first call finds faster, the other dtype being exact for bf16 inputs.
+timing before training finds faster, fp32 being exact for bf16 inputs.
 
 Anything this path does not cover (a batch of several padded rows, a sliding window shorter than a row, logit
 softcapping, attention sinks, an unknown argument) goes to transformers' own sdpa function unchanged, with
@@ -15,7 +15,6 @@ the mask transformers built for it.
 """
 from __future__ import annotations
 
-import functools
 import time
 from typing import Any
 
@@ -24,6 +23,9 @@ import torch.nn.functional as F
 
 NAME = "hone_rows_sdpa"
 """The attention implementation name models are switched to while training packed rows on a CPU."""
+
+_DTYPE: dict[tuple[int, int, int, torch.dtype], torch.dtype] = {}
+"""(heads, kv heads, head dim, input dtype) -> the dtype rows are computed in, timed by ``use_row_attention``."""
 
 # keyword arguments the model may pass that this path handles; any other one sends the call to sdpa as it is
 _HANDLED = {"position_ids", "dropout", "scaling", "sliding_window", "use_cache", "cache_position",
@@ -38,13 +40,24 @@ def _register() -> None:
     AttentionMaskInterface.register(NAME, sdpa_mask)  # padded batches keep exactly sdpa's mask
 
 
-def use_row_attention(model: Any) -> bool:
-    """Switch ``model`` (its sdpa attention, on a CPU) to per-row attention; True when it was switched."""
+def use_row_attention(model: Any, compute: torch.dtype = torch.float32) -> bool:
+    """Switch ``model`` (its sdpa attention, on a CPU) to per-row attention; True when it was switched.
+
+    ``compute``: the dtype attention inputs arrive in (bf16 under bf16 autocast). Where it is not fp32, the
+    faster of it and fp32 is timed here, before any forward: a timing inside a forward would add tensors to
+    what activation checkpointing saves, and the recomputation would not match.
+    """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if getattr(base.config, "_attn_implementation", None) != "sdpa" or base.device.type != "cpu":
         return False
     _register()
     base.set_attn_implementation(NAME)
+    cfg = base.config.get_text_config() if hasattr(base.config, "get_text_config") else base.config
+    heads = int(getattr(cfg, "num_attention_heads", 0) or 0)
+    if compute != torch.float32 and heads:
+        kv = int(getattr(cfg, "num_key_value_heads", 0) or heads)
+        dim = int(getattr(cfg, "head_dim", 0) or cfg.hidden_size // heads)
+        _DTYPE[(heads, kv, dim, compute)] = fastest_dtype(heads, kv, dim, compute)
     return True
 
 
@@ -66,7 +79,7 @@ def rows_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tens
     lengths = _rows(module, query, key, attention_mask, kwargs)
     if lengths is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    dtype = _fastest_dtype(query.shape[1], key.shape[1], query.shape[-1], query.dtype)
+    dtype = _DTYPE.get((query.shape[1], key.shape[1], query.shape[-1], query.dtype), query.dtype)
     gqa = query.shape[1] != key.shape[1]
     outs = []
     with torch.autocast("cpu", enabled=False):  # the dtype is chosen here, not by autocast's op list
@@ -97,8 +110,7 @@ def _rows(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, atten
     return lengths
 
 
-@functools.lru_cache(maxsize=None)
-def _fastest_dtype(heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype) -> torch.dtype:
+def fastest_dtype(heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype) -> torch.dtype:
     """``dtype`` or fp32, whichever runs causal attention (fwd + bwd) of a 256-token row faster here."""
     if dtype == torch.float32:
         return dtype

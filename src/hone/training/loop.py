@@ -76,7 +76,7 @@ def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
     if precision.mixed != "no":
         keep_input_dtype(model)
     if packing:  # on a CPU, packed rows attend one row at a time instead of through a whole-sequence mask
-        use_row_attention(model)
+        use_row_attention(model, precision.compute)
     if resume_from is not None:
         load_weights(model, resume_from.path)
     if cfg.tune.neftune_alpha > 0:
