@@ -7,6 +7,7 @@ applied to the user turn with the assistant header).
 """
 from __future__ import annotations
 
+import argparse
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,3 +98,18 @@ def write_inputs(work: Path, train: list[dict[str, Any]], evals: list[dict[str, 
                          "columns": {"prompt": "instruction", "query": "input", "response": "output"}}}
     paths["lf_info"].write_text(json.dumps(info, indent=1), encoding="utf-8")
     return paths
+
+
+def peer_parser(description: str) -> argparse.ArgumentParser:
+    """The options run.py gives every peer script: model, data, output and B1's fixed training settings."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--model", required=True)
+    p.add_argument("--data", required=True, type=Path)
+    p.add_argument("--out", required=True, type=Path)
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--rank", type=int, default=8)
+    p.add_argument("--alpha", type=int, default=16)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--logging-steps", type=int, default=10)
+    return p

@@ -7,7 +7,6 @@ adapter folder and the precision it trained in.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -19,17 +18,7 @@ from flops import LORA_TARGETS  # noqa: E402
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--model", required=True)
-    p.add_argument("--data", required=True, type=Path)
-    p.add_argument("--out", required=True, type=Path)
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--rank", type=int, default=8)
-    p.add_argument("--alpha", type=int, default=16)
-    p.add_argument("--seed", type=int, default=42)
-    p.add_argument("--logging-steps", type=int, default=10)
-    args = p.parse_args()
+    args = data.peer_parser(__doc__.splitlines()[0]).parse_args()
 
     import torch
     from peft import LoraConfig, get_peft_model

@@ -6,8 +6,8 @@ import json
 
 import pytest
 import torch
-
 from families import tiny_model
+
 from hone.data.collate import pack_batch, pad_batch
 from hone.data.encode import IGNORE_INDEX, Encoded
 from hone.models import attention

@@ -15,6 +15,7 @@ the mask transformers built for it.
 """
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -68,7 +69,7 @@ def row_lengths(position_ids: torch.Tensor) -> list[int] | None:
         return None
     pos = position_ids[0]
     starts = [0] + ((pos[1:] - pos[:-1]) != 1).nonzero().flatten().add(1).tolist() + [pos.numel()]
-    return [b - a for a, b in zip(starts, starts[1:])]
+    return [b - a for a, b in itertools.pairwise(starts)]
 
 
 def rows_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
