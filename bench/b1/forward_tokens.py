@@ -20,10 +20,9 @@ import torch
 
 from hone.config import load_config, read_yaml
 from hone.data.pipeline import prepare
-from hone.models.adapters import keep_input_dtype, make_trainable
-from hone.models.attention import use_row_attention
-from hone.models.load import choose_precision, load_model, load_tokenizer, resolve_model
+from hone.models.load import choose_precision, load_tokenizer, resolve_model
 from hone.templates import get_template
+from hone.training.loop import training_model
 from hone.training.objective import SFT
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -53,10 +52,7 @@ def main() -> None:
                                "max_length": 512, "truncation_strategy": "right", "data_cache": False,
                                "val_size": 0}, 4, args.steps)
     precision = choose_precision("auto", train=True)
-    model = make_trainable(load_model(resolve_model(cfg.model.model), cfg.model, precision), cfg)
-    if precision.mixed != "no":
-        keep_input_dtype(model)
-    use_row_attention(model)
+    model = training_model(resolve_model(cfg.model.model), cfg, precision, packing=True)  # as `hone train` builds it
     model.train()
     print(f"# {precision.reason}; LoRA rank {cfg.tune.lora_rank}; {torch.get_num_threads()} threads")
 

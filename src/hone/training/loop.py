@@ -20,7 +20,7 @@ from ..data.pipeline import prepare
 from ..errors import CheckpointError, TrainingError
 from ..models.adapters import add_neftune, keep_input_dtype, make_trainable
 from ..models.attention import use_row_attention
-from ..models.load import choose_precision, load_model, load_tokenizer, model_type, resolve_model
+from ..models.load import Precision, choose_precision, load_model, load_tokenizer, model_type, resolve_model
 from ..models.registry import LossFamily
 from ..templates import get_template
 from . import checkpoint as ckpt, memory, trace
@@ -71,12 +71,7 @@ def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
     objective: Objective = SFT(tokenizer.pad_token_id, packing, data.train[0], cfg.model.full_forward_loss,
                                max_tokens)
 
-    model = load_model(model_dir, cfg.model, precision, quant_bits=quant_bits(cfg))
-    model = make_trainable(model, cfg)
-    if precision.mixed != "no":
-        keep_input_dtype(model)
-    if packing:  # on a CPU, packed rows attend one row at a time instead of through a whole-sequence mask
-        use_row_attention(model, precision.compute)
+    model = training_model(model_dir, cfg, precision, packing)
     if resume_from is not None:
         load_weights(model, resume_from.path)
     if cfg.tune.neftune_alpha > 0:
@@ -189,6 +184,17 @@ def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
                    "train_tokens": tokens_seen, "peak_memory_gb": _memory_gb(acc.device)})
     metrics.close()
     return _finish(acc, model, tokenizer, run_dir, cfg, state, run_info)
+
+
+def training_model(model_dir: Path, cfg: RunCfg, precision: Precision, packing: bool) -> Any:
+    """The model as training runs it: loaded, made trainable for the configured method, and set up for this
+    precision and row layout."""
+    model = make_trainable(load_model(model_dir, cfg.model, precision, quant_bits=quant_bits(cfg)), cfg)
+    if precision.mixed != "no":
+        keep_input_dtype(model)
+    if packing:  # on a CPU, packed rows attend one row at a time instead of through a whole-sequence mask
+        use_row_attention(model, precision.compute)
+    return model
 
 
 CPU_FORWARD_TOKENS = 1024
