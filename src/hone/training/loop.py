@@ -20,6 +20,7 @@ from ..data.pipeline import prepare
 from ..errors import CheckpointError, TrainingError
 from ..models.adapters import add_neftune, keep_input_dtype, make_trainable
 from ..models.attention import use_row_attention
+from ..models.fused_lora import fuse_lora
 from ..models.load import Precision, choose_precision, load_model, load_tokenizer, model_type, resolve_model
 from ..models.registry import LossFamily
 from ..templates import get_template
@@ -192,6 +193,8 @@ def training_model(model_dir: Path, cfg: RunCfg, precision: Precision, packing: 
     model = make_trainable(load_model(model_dir, cfg.model, precision, quant_bits=quant_bits(cfg)), cfg)
     if precision.mixed != "no":
         keep_input_dtype(model)
+    if precision.device == "cpu":  # LoRA layers' adapter work folded into the base matmuls (measured on CPU)
+        fuse_lora(model)
     if packing:  # on a CPU, packed rows attend one row at a time instead of through a whole-sequence mask
         use_row_attention(model, precision.compute)
     return model

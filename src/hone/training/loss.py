@@ -57,11 +57,51 @@ def logits_op(family: LossFamily, config: Any) -> LogitsOp | None:
     return ops[family.logits]
 
 
+CE_BLOCK = 1 << 22
+"""fp32 logit elements (16 MiB) per block of ``_CrossEntropy``: one block of rows stays in the CPU's cache."""
+
+
+class _CrossEntropy(torch.autograd.Function):
+    """Summed (weighted) cross-entropy of bf16/fp16/fp32 logits, computed in fp32 a block of rows at a time.
+
+    The same sums as upcasting the whole logits matrix and calling ``F.cross_entropy``, without its
+    full-size fp32 copies: the upcast, the log-probabilities kept for backward, the zero-filled gradient and
+    its cast back each read or write ``n x vocab`` floats. Here the forward keeps the logits as they came and
+    one log-sum-exp per row, and the backward writes ``weight * (softmax - one_hot)`` straight into a gradient
+    of the logits' own dtype.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None) -> torch.Tensor:
+        rows = max(1, CE_BLOCK // max(1, logits.shape[-1]))
+        lse = torch.empty(logits.shape[0], dtype=torch.float32, device=logits.device)
+        picked = logits.gather(1, target[:, None]).squeeze(1).float()
+        for i in range(0, logits.shape[0], rows):
+            lse[i:i + rows] = torch.logsumexp(logits[i:i + rows].float(), dim=-1)
+        terms = lse - picked
+        ctx.save_for_backward(logits, target, lse, weight)
+        return (terms * weight).sum() if weight is not None else terms.sum()
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        logits, target, lse, weight = ctx.saved_tensors
+        rows = max(1, CE_BLOCK // max(1, logits.shape[-1]))
+        scale = grad.float() * weight if weight is not None else grad.float().expand(logits.shape[0])
+        out = torch.empty_like(logits)
+        for i in range(0, logits.shape[0], rows):
+            p = logits[i:i + rows].to(torch.float32, copy=True).sub_(lse[i:i + rows, None]).exp_()
+            p.scatter_add_(1, target[i:i + rows, None], p.new_full((p.shape[0], 1), -1.0))
+            out[i:i + rows] = p.mul_(scale[i:i + rows, None])
+        return out, None, None
+
+
 def _chunk_loss(head: torch.nn.Module, op: LogitsOp | None, hidden: torch.Tensor, target: torch.Tensor,
                 weight: torch.Tensor | None) -> torch.Tensor:
-    logits = head(hidden).float()  # upcast before any op, as transformers' loss does
-    if op is not None:
-        logits = op(logits)
+    if op is None:
+        logits = head(hidden)
+        with torch.autocast(hidden.device.type, enabled=False):  # the blocks pick their own dtype (fp32)
+            return _CrossEntropy.apply(logits, target, weight)
+    logits = op(head(hidden).float())  # upcast before any op, as transformers' loss does
     if weight is None:
         return F.cross_entropy(logits, target, reduction="sum")
     return (F.cross_entropy(logits, target, reduction="none") * weight).sum()

@@ -14,7 +14,8 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import TrainingError
-from .loss import CHUNK
+from ..models.registry import LOSS_FAMILIES
+from .loss import CE_BLOCK, CHUNK, logits_op
 
 log = logging.getLogger("hone")
 GiB = 2**30
@@ -92,7 +93,11 @@ def estimate(model: Any, lengths: Sequence[int], batch_size: int, packing: bool,
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     tokens = tokens_per_forward(lengths, batch_size, packing, max_tokens)
     vocab = int(getattr(base.config, "vocab_size", 0) or 0)
-    per_logit = 8 if compute == torch.float32 else 10  # logits upcast to fp32, and their gradient
+    family = LOSS_FAMILIES.get(getattr(base.config, "model_type", None) or "")
+    if family is None or logits_op(family, base.config) is None:  # blockwise cross-entropy: the logits kept
+        per_logit, blocks = 2 * (torch.finfo(compute).bits // 8), CE_BLOCK * 4  # and their gradient as they are
+    else:  # a softcap or scale runs on the whole upcast logits: fp32 logits, their op's output and gradient
+        per_logit, blocks = (12 if compute == torch.float32 else 14), 0
     if device.type == "cuda":
         held = float(torch.cuda.memory_allocated(device))
         free, _ = torch.cuda.mem_get_info(device)
@@ -104,7 +109,7 @@ def estimate(model: Any, lengths: Sequence[int], batch_size: int, packing: bool,
         available = float(psutil.virtual_memory().available)
     return Estimate(held=held, optimizer=trained * 12.0,  # fp32 gradient + two Adam moments
                     activations=tokens * activation_bytes_per_token(base.config, compute, checkpointing),
-                    loss=min(tokens, CHUNK) * vocab * per_logit, tokens=tokens, available=available,
+                    loss=min(tokens, CHUNK) * vocab * per_logit + blocks, tokens=tokens, available=available,
                     device=device.type)
 
 
