@@ -36,7 +36,7 @@ def test_config_keys_lists_every_key_with_help():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--lora_rnak", "8"], "unknown key 'lora_rnak'; did you mean 'lora_rank'"),
+    (["train", "--lora_rnak", "8"], "unknown key 'lora_rnak' (did you mean 'lora_rank'?); see `hone config keys`"),
     (["train", "--batch_size", "two"], "key 'batch_size' must be an integer, got 'two'"),
     (["train", "missing.yaml"], "config file missing.yaml does not exist"),
 ])

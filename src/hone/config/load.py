@@ -102,7 +102,7 @@ def _resolve_aliases(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
             if val is SKIP:
                 continue
         else:
-            raise ConfigError(f"{where}unknown key '{key}'{_closest(k)}. See `hone config keys` for all keys.")
+            raise ConfigError(f"{where}unknown key '{key}'{_closest(k)}; see `hone config keys` for all keys")
         if target in out and origin[target] != k and out[target] != val:
             if (target, {out[target], val}) == ("tuning", {"lora", "qlora"}):  # MiniCPM: --use_lora --qlora
                 out[target] = "qlora"
@@ -120,7 +120,7 @@ def _closest(key: str) -> str:
     if not match:
         return ""
     m = match[0]
-    return f"; did you mean '{m}'?" if m in KEYS else f"; did you mean '{m}' (alias of '{ALIASES[m][0]}')?"
+    return f" (did you mean '{m}'?)" if m in KEYS else f" (did you mean '{m}', an alias of '{ALIASES[m][0]}'?)"
 
 
 def build(values: Mapping[str, Any], where: str = "", sections: Collection[str] | None = None) -> RunCfg:
