@@ -89,17 +89,31 @@ def test_under_bf16_autocast_fused_layers_are_as_close_to_fp32_as_peft():
     assert err(got) < 0.05  # and both are bf16-close at all
 
 
+def test_dropout_draws_peft_mask_and_matches_peft(counted):
+    """With dropout in training the fused layers call peft's own dropout module: from the same seed, the same
+    masks, so the same loss and gradients."""
+    batch = _batch()
+    want_model, model = _lora(lora_dropout=0.3), _lora(lora_dropout=0.3)
+    fused_lora.fuse_lora(model)
+    results = []
+    for m in (want_model, model):
+        m.train()
+        torch.manual_seed(7)
+        results.append(_loss_and_grads(m, batch))
+    assert counted["fused"] == 7 * model.config.num_hidden_layers
+    (want_loss, want), (got_loss, got) = results
+    assert got_loss == pytest.approx(want_loss, rel=1e-6)
+    for k in want:
+        torch.testing.assert_close(got[k], want[k], rtol=1e-5, atol=1e-6, msg=k)
+    torch.manual_seed(8)
+    other, _ = _loss_and_grads(model, batch)
+    assert other != got_loss  # the masks are drawn, not skipped
+
+
 def test_calls_it_does_not_cover_run_peft_unchanged(counted):
     batch = _batch()
-    model = _lora(lora_dropout=0.3)
+    model = _lora()
     fused_lora.fuse_lora(model)
-    model.train()  # dropout on: peft's own forward (its random mask)
-    CausalLMLoss(model)(**batch)
-    assert counted["fused"] == 0
-    model.eval()  # dropout off in eval: fused
-    CausalLMLoss(model)(**batch)
-    assert counted["fused"] > 0
-
     counted["fused"] = 0
     base = tiny_model("llama")
     with torch.no_grad(), model.disable_adapter():

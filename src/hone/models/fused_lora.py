@@ -8,11 +8,11 @@ layer's own time. Here one function computes the same sums with the adapter term
 matmul's output (``addmm``: ``y = x W^T + s (x A^T) B^T``) and, backward, into the base input gradient
 (``dx = g W + s (g B) A``), while ``dA = s (g B)^T x`` and ``dB = s g^T (x A^T)``.
 
-It covers the plain case only: one active adapter, no dropout (or dropout 0, or eval mode), no DoRA or other
-variant, an ``nn.Linear`` base layer that is frozen and has no hooks on it (DeepSpeed ZeRO-3 and offloading
-gather weights through hooks). Any other call runs peft's own forward unchanged. In fp32 the result equals
-peft's within rounding; under bf16 autocast the adapter term is added before rounding to bf16, once, where peft
-rounds it three times.
+It covers the plain case only: one active adapter (its dropout drawn by peft's own dropout module, so the
+random mask is the one peft would draw), no DoRA or other variant, an ``nn.Linear`` base layer that is frozen
+and has no hooks on it (DeepSpeed ZeRO-3 and offloading gather weights through hooks). Any other call runs
+peft's own forward unchanged. In fp32 the result equals peft's within rounding; under bf16 autocast the adapter
+term is added before rounding to bf16, once, where peft rounds it three times.
 """
 from __future__ import annotations
 
@@ -26,32 +26,40 @@ _ATTR = "_hone_fused_forward"
 
 
 class _LoraLinear(torch.autograd.Function):
+    """``y = x W^T + bias + scaling * (xd A^T) B^T``, where ``xd`` is the adapter's (dropped-out) input, or
+    ``x`` itself when it is None."""
+
     @staticmethod
-    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, a: torch.Tensor,
-                b: torch.Tensor, scaling: float, dtype: torch.dtype) -> torch.Tensor:
+    def forward(ctx: Any, x: torch.Tensor, xd: torch.Tensor | None, weight: torch.Tensor, bias: torch.Tensor | None,
+                a: torch.Tensor, b: torch.Tensor, scaling: float, dtype: torch.dtype) -> torch.Tensor:
         shape = x.shape
         x2 = x.reshape(-1, shape[-1]).to(dtype)
+        xa = x2 if xd is None else xd.reshape(-1, shape[-1]).to(dtype)
         w, ad, bd = weight.to(dtype), a.to(dtype), b.to(dtype)
-        h = x2 @ ad.t()
+        h = xa @ ad.t()
         y = F.linear(x2, w, None if bias is None else bias.to(dtype))
         y.addmm_(h, bd.t(), alpha=scaling)
-        ctx.save_for_backward(x2, w, ad, bd, h)
-        ctx.meta = (shape, x.dtype, a.dtype, b.dtype, None if bias is None else bias.dtype, scaling)
+        ctx.save_for_backward(xa, w, ad, bd, h)
+        ctx.meta = (shape, x.dtype, None if xd is None else xd.dtype, a.dtype, b.dtype,
+                    None if bias is None else bias.dtype, scaling)
         return y.view(*shape[:-1], y.shape[-1])
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x2, w, ad, bd, h = ctx.saved_tensors
-        shape, x_dtype, a_dtype, b_dtype, bias_dtype, scaling = ctx.meta
+        xa, w, ad, bd, h = ctx.saved_tensors
+        shape, x_dtype, xd_dtype, a_dtype, b_dtype, bias_dtype, scaling = ctx.meta
         g = grad.reshape(-1, grad.shape[-1]).to(w.dtype)
         gb = g @ bd  # (tokens, rank): the gradient at the adapter's middle, before scaling
-        dx = None
-        if ctx.needs_input_grad[0]:
+        dx = dxd = None
+        if xd_dtype is None and ctx.needs_input_grad[0]:  # one input: both terms of its gradient in one pass
             dx = (g @ w).addmm_(gb, ad, alpha=scaling).view(shape).to(x_dtype)
-        da = (gb.t() @ x2).mul_(scaling).to(a_dtype) if ctx.needs_input_grad[3] else None
-        db = (g.t() @ h).mul_(scaling).to(b_dtype) if ctx.needs_input_grad[4] else None
-        dbias = g.sum(0).to(bias_dtype) if ctx.needs_input_grad[2] else None
-        return dx, None, dbias, da, db, None, None
+        elif xd_dtype is not None:
+            dx = (g @ w).view(shape).to(x_dtype) if ctx.needs_input_grad[0] else None
+            dxd = (gb @ ad).mul_(scaling).view(shape).to(xd_dtype) if ctx.needs_input_grad[1] else None
+        da = (gb.t() @ xa).mul_(scaling).to(a_dtype) if ctx.needs_input_grad[4] else None
+        db = (g.t() @ h).mul_(scaling).to(b_dtype) if ctx.needs_input_grad[5] else None
+        dbias = g.sum(0).to(bias_dtype) if ctx.needs_input_grad[3] else None
+        return dx, dxd, None, dbias, da, db, None, None
 
 
 def _plain_adapter(layer: Any) -> str | None:
@@ -64,9 +72,7 @@ def _plain_adapter(layer: Any) -> str | None:
     name = active[0]
     if getattr(layer, "use_dora", {}).get(name) or getattr(layer, "lora_bias", {}).get(name):
         return None
-    drop = layer.lora_dropout[name]
-    if not (isinstance(drop, torch.nn.Identity) or (isinstance(drop, torch.nn.Dropout)
-                                                    and (drop.p == 0 or not drop.training))):
+    if type(layer.lora_dropout[name]) not in (torch.nn.Identity, torch.nn.Dropout):
         return None
     base, lora_a, lora_b = layer.base_layer, layer.lora_A[name], layer.lora_B[name]
     if type(base) is not torch.nn.Linear or base.weight.requires_grad or hasattr(base.weight, "ds_id"):
@@ -90,8 +96,11 @@ def _forward(layer: Any, original: Any, x: torch.Tensor, *args: Any, **kwargs: A
         dtype = x.dtype
     else:  # mixed dtypes without autocast: peft's own casting rules apply
         return original(x, *args, **kwargs)
+    drop = layer.lora_dropout[name]
+    # peft's own dropout call, so the random mask (and the RNG stream after it) is the one peft would draw
+    xd = drop(x) if isinstance(drop, torch.nn.Dropout) and drop.p > 0 and drop.training else None
     with torch.autocast("cpu", enabled=False):
-        return _LoraLinear.apply(x, base.weight, base.bias, a, b, float(layer.scaling[name]), dtype)
+        return _LoraLinear.apply(x, xd, base.weight, base.bias, a, b, float(layer.scaling[name]), dtype)
 
 
 def fuse_lora(model: Any) -> int:
