@@ -372,12 +372,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def entry() -> int:
     """The `hone` program (and `python -m hone`): `hone train` first starts itself again under jemalloc or
-    tcmalloc when one is installed (``hone.allocator``); called in-process, ``main`` never does."""
+    tcmalloc when one is installed (``hone.allocator``), and on a CPU flushes subnormal floats to zero in
+    every thread; called in-process, ``main`` does neither (``train`` flushes them on its own thread only)."""
     argv = sys.argv[1:]
     if argv[:1] == ["train"] and "-h" not in argv and "--help" not in argv:
         from . import allocator
 
         allocator.restart_with_better_allocator(argv)  # returns only when staying as it is
+        import torch
+
+        if not torch.cuda.is_available():  # before torch's thread pool starts, so that its threads inherit it
+            torch.set_flush_denormal(True)  # (see hone.training.loop.flush_denormals)
     return main(argv)
 
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from hone import allocator
@@ -53,3 +54,30 @@ def test_the_api_never_restarts_the_calling_process(tiny_cfg, tmp_path, monkeypa
                           "--output_dir", str(tmp_path / "o"), "--max_steps", "1", "--lora_target", "ALL",
                           "--report_to", "none", "--plot_loss", "false", "--model_name", "Sparrow",
                           "--model_author", "Whetstone Labs"]) == 0
+
+
+_SUBNORMALS = "int((torch.full((1 << 22,), 1e-39) * 1.0 != 0).sum())"  # nonzero where a thread keeps subnormals
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="set on CPU-only machines")
+def test_train_flushes_subnormals_in_every_thread(tiny_cfg, tmp_path):
+    """`hone train` sets flush-to-zero before torch's thread pool starts, so its worker threads flush too: a
+    multi-threaded multiply of subnormals gives zeros everywhere after the run (in a fresh process without it,
+    not). Called in-process, `train` flushes on its own thread and gives the caller's setting back."""
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump({**tiny_cfg, "max_steps": 1, "save_strategy": "no", "eval_strategy": "no"}))
+    script = (f"import sys, torch\nfrom hone import cli\nsys.argv = ['hone', 'train', {str(path)!r}]\n"
+              f"torch.set_num_threads(2)\nrc = cli.entry()\nprint('RESULT', rc, {_SUBNORMALS})\n")
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "HONE_ALLOCATOR": "system"})  # no restart: this process reports
+    assert "RESULT 0 0" in run.stdout, run.stderr[-2000:]
+    plain = subprocess.run([sys.executable, "-c", f"import torch\ntorch.set_num_threads(2)\nprint({_SUBNORMALS})"],
+                           capture_output=True, text=True, timeout=120)
+    assert plain.stdout.strip() == str(1 << 22)
+
+    from hone.training.loop import flush_denormals
+
+    tiny = torch.tensor([1e-39])
+    with flush_denormals():
+        assert float(tiny * 1.0) == 0.0
+    assert float(tiny * 1.0) != 0.0

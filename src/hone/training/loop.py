@@ -6,6 +6,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,6 +52,31 @@ class TrainResult:
 def train(cfg: RunCfg, repeat_of: Path | None = None) -> TrainResult:
     """Fine-tune ``cfg.model.model`` on ``cfg.data`` and return where the results are; ``repeat_of``: the run
     whose saved config this is (what differs from its record is listed in a warning)."""
+    with flush_denormals(not torch.cuda.is_available()):
+        return _train(cfg, repeat_of)
+
+
+@contextlib.contextmanager
+def flush_denormals(on: bool = True) -> Iterator[None]:
+    """CPU floats below 1.2e-38 read and written as zero while training (the CPU's FTZ/DAZ modes).
+
+    x86 CPUs compute with such subnormal numbers in slow microcode; softmax and exp kernels meet them where
+    scores lie far apart. Quickstart runs alternating with and without (2 epochs, three pairs): 350/397/388
+    against 336/340/373 tokens/s. The mode is per thread and only threads started later inherit it: `hone
+    train` sets it before torch's intra-op pool starts (``cli.entry``); here, called in-process, it covers
+    this thread and the caller's setting comes back afterwards.
+    """
+    was = float(torch.tensor([1e-39]).mul(1.0)) == 0.0  # already flushing on this thread
+    if on and not was:
+        torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        if on and not was:
+            torch.set_flush_denormal(False)
+
+
+def _train(cfg: RunCfg, repeat_of: Path | None) -> TrainResult:
     precision = choose_precision(cfg.model.dtype, train=True)
     acc = make_accelerator(cfg, precision.mixed)
     rank, world, accum = acc.process_index, acc.num_processes, cfg.train.gradient_accumulation_steps
