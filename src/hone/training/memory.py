@@ -94,10 +94,10 @@ def estimate(model: Any, lengths: Sequence[int], batch_size: int, packing: bool,
     tokens = tokens_per_forward(lengths, batch_size, packing, max_tokens)
     vocab = int(getattr(base.config, "vocab_size", 0) or 0)
     family = LOSS_FAMILIES.get(getattr(base.config, "model_type", None) or "")
-    if family is None or logits_op(family, base.config) is None:  # blockwise cross-entropy: the logits kept
+    if family is not None and logits_op(family, base.config) is None:  # blockwise cross-entropy: the logits
         per_logit, blocks = 2 * (torch.finfo(compute).bits // 8), CE_BLOCK * 4  # and their gradient as they are
-    else:  # a softcap or scale runs on the whole upcast logits: fp32 logits, their op's output and gradient
-        per_logit, blocks = (12 if compute == torch.float32 else 14), 0
+    else:  # the model's own forward, or a softcap / scale: logits upcast to fp32, and their gradient
+        per_logit, blocks = (8 if compute == torch.float32 else 10), 0
     if device.type == "cuda":
         held = float(torch.cuda.memory_allocated(device))
         free, _ = torch.cuda.mem_get_info(device)
