@@ -36,6 +36,13 @@ def test_ms_swift_names():
     assert cfg.data.dataset_info == "ds_info.json" and cfg.model.attn_impl == "sdpa"
 
 
+@pytest.mark.parametrize("value, impl", [("flash_attn", "flash_attention_2"), ("sdpa", "sdpa"), ("eager", "eager"),
+                                         ("flash_attention_2", "flash_attention_2"), ("FLASH_ATTN", "flash_attention_2")])
+def test_ms_swift_attn_impl_spellings(value, impl):
+    assert load_config({"attn_impl": value}).model.attn_impl == impl
+    assert load_config({}, ["--attn_impl", value]).model.attn_impl == impl
+
+
 def test_llama_factory_names():
     cfg = load_config({"model_name_or_path": "/m", "finetuning_type": "lora", "lora_target": "all",
                        "cutoff_len": 1024, "per_device_train_batch_size": 4, "max_samples": 1000,

@@ -50,7 +50,7 @@ def _method(v: Any) -> Any:
 
 def _flash(v: Any) -> Any:
     m = str(v).strip().lower()
-    if m in ("fa2", "flash_attention_2", "true", "1", "yes"):
+    if m in ("fa2", "flash_attn", "flash_attention_2", "true", "1", "yes"):
         return "flash_attention_2"
     if m in ("fa3", "flash_attention_3"):
         return "flash_attention_3"
@@ -146,6 +146,10 @@ ALIASES: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
     **{alias: (key, fn) for key, fn, names in _CONVERTED for alias in names},
     **{alias: (key, None) for key, names in _SAME_AS.items() for alias in names},
 }
+
+# hone keys that other tools spell the same but whose values they spell their own way (ms-swift's
+# `attn_impl: flash_attn`): the value is translated as the alias's would be.
+VALUE_SPELLINGS: dict[str, Callable[[Any], Any]] = {"attn_impl": _flash}
 
 # Keys other tools need that hone does not (each says why), accepted so their recipes run unchanged.
 IGNORED: dict[str, str] = {

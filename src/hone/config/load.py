@@ -12,7 +12,7 @@ from typing import Any, Collection, Mapping, Sequence
 import yaml
 
 from ..errors import ConfigError
-from .aliases import ALIASES, IGNORED, SKIP, check_ignored
+from .aliases import ALIASES, IGNORED, SKIP, VALUE_SPELLINGS, check_ignored
 from .check import validate
 from .keys import _HINTS, KEYS, SECTIONS, RunCfg, to_dict
 
@@ -95,7 +95,7 @@ def _resolve_aliases(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
             check_ignored(k, value)
             continue
         if k in KEYS:
-            target, val = k, value
+            target, val = k, VALUE_SPELLINGS[k](value) if k in VALUE_SPELLINGS and value is not None else value
         elif k in ALIASES:
             target, translate = ALIASES[k]
             val = translate(value) if translate else value
