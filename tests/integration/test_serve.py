@@ -37,7 +37,7 @@ def adapters(tiny_model_dir, tmp_path_factory):
 def server(tiny_model_dir, adapters):
     srv = Server(["--model", str(tiny_model_dir), "--template", "qwen", "--api-key", KEY,
                   "--adapter", f"alpha={adapters['alpha']}", "--adapter", f"beta={adapters['beta']}",
-                  "--infer_backend", "vllm", "--vllm_enforce_eager=true"])
+                  "--infer_backend", "pt", "--sglang_mem_fraction_static=0.8"])
     yield srv
     code, out, err = srv.stop()
     assert code == 0, err[-2000:]

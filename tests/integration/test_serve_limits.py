@@ -69,6 +69,18 @@ def test_busy_port_is_an_error(tiny_model_dir):
     assert "loading" not in p.stderr and "Traceback" not in p.stderr
 
 
+def test_vllm_backend_without_vllm_or_a_gpu_is_one_sentence(tiny_model_dir):
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("vllm") is not None and torch.cuda.is_available():
+        pytest.skip("vLLM and a GPU are present here")
+    p = _hone("--model", str(tiny_model_dir), "--port", "0", "--infer_backend", "vllm", "--vllm_enforce_eager")
+    assert p.returncode == 2 and "infer_backend vllm needs" in p.stderr and "transformers" in p.stderr
+    assert "loading" not in p.stderr and "Traceback" not in p.stderr
+
+
 def test_serve_a_run_directory(tiny_cfg):
     import hone
 

@@ -149,7 +149,10 @@ ALIASES: dict[str, tuple[str, Callable[[Any], Any] | None]] = {
 
 # hone keys that other tools spell the same but whose values they spell their own way (ms-swift's
 # `attn_impl: flash_attn`): the value is translated as the alias's would be.
-VALUE_SPELLINGS: dict[str, Callable[[Any], Any]] = {"attn_impl": _flash}
+VALUE_SPELLINGS: dict[str, Callable[[Any], Any]] = {
+    "attn_impl": _flash,
+    "infer_backend": lambda v: "transformers" if str(v).strip().lower() in ("pt", "hf") else v,  # ms-swift: pt
+}
 
 # Keys other tools need that hone does not (each says why), accepted so their recipes run unchanged.
 IGNORED: dict[str, str] = {

@@ -209,8 +209,9 @@ class GenCfg:
     stream: bool = opt(True, "Stream tokens as they are generated in `hone chat`.")
     overwrite_generation_config: bool = opt(False, "Write these generation options into the checkpoint's "
                                             "`generation_config.json` (`hone infer`, `hone eval`).")
-    infer_backend: str = opt("transformers", "Generation backend: `transformers` (any machine; `huggingface` is the "
-                             "same) or `vllm` (needs vLLM and a CUDA GPU).",
+    infer_backend: str = opt("transformers", "Generation backend of `hone infer`, `hone eval` and `hone serve`: "
+                             "`transformers` (any machine; `huggingface` and ms-swift's `pt` are the same) or `vllm` "
+                             "(needs vLLM and a CUDA GPU).",
                              choices=("transformers", "huggingface", "vllm"))
     infer_batch_size: int = opt(8, "Prompts generated together by `hone infer` / `hone eval`.")
     vllm_maxlen: int = opt(4096, "With vLLM: longest prompt plus reply in tokens.")

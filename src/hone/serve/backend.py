@@ -62,8 +62,9 @@ class Backend:
         self.engine, self.base, self._base_adapter = engine, base, BASE
         self.aliases = {a for a in aliases if a and a not in engine.adapters}
         self.tokenizer = engine.tokenizer
-        config = getattr(engine.model, "config", None)
-        self.context_length = int(getattr(config, "max_position_embeddings", 0) or 0) or 2048
+        config = getattr(getattr(engine, "model", None), "config", None)
+        self.context_length = (int(getattr(engine, "context_length", 0) or 0)
+                               or int(getattr(config, "max_position_embeddings", 0) or 0) or 2048)
 
     @property
     def names(self) -> list[str]:

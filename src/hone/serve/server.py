@@ -1,7 +1,8 @@
 """``hone serve``: read the command line, load the base model and adapters by name, bind safely, run until a signal.
 
-LLaMA-Factory's (``llamafactory-cli api``) and ms-swift's (``swift deploy``) option names are accepted; options of
-their other backends (``--infer_backend``, ``--vllm_*``) are read and noted, since hone serves with its own engine.
+LLaMA-Factory's (``llamafactory-cli api``) and ms-swift's (``swift deploy``) option names are accepted.
+``--infer_backend vllm`` serves with vLLM (CUDA) and its ``--vllm_*`` options; the options of backends hone does not
+have (SGLang, LMDeploy) are read and noted, and hone serves with transformers.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from ..errors import HoneError
 
 log = logging.getLogger("hone")
 KEY_ENV = "HONE_API_KEY"
-_FOREIGN = ("--infer_backend", "--infer-backend", "--vllm_", "--vllm-", "--sglang_", "--lmdeploy_")
+_FOREIGN = ("--sglang_", "--sglang-", "--lmdeploy_", "--lmdeploy-")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -135,10 +136,15 @@ def load_backend(args: argparse.Namespace, cfg: Any, model_given: bool) -> Any:
     if any(name == base_name for name, _ in adapters):
         raise HoneError(f"the adapter name {base_name!r} is the base model's; choose another with NAME=DIR")
     log.info("loading %s", mcfg.model)
-    engine = TransformersEngine.load(mcfg)
-    for name, path in adapters:
-        log.info("loading adapter %s from %s", name, path)
-        engine.add_adapter(name, path)
+    if cfg.gen.infer_backend == "vllm":
+        from ..infer.vllm_engine import VllmEngine
+
+        engine: Any = VllmEngine.load(mcfg, cfg.gen, adapters=dict(adapters))
+    else:
+        engine = TransformersEngine.load(mcfg)
+        for name, path in adapters:
+            log.info("loading adapter %s from %s", name, path)
+            engine.add_adapter(name, path)
     return Backend(engine, base_name, aliases)
 
 
@@ -165,6 +171,10 @@ def serve(args: argparse.Namespace, rest: Sequence[str], load_config: Any) -> in
         raise HoneError("name what to serve: hone serve RUN_DIR, or hone serve --model M [--adapter NAME=DIR]")
     overrides = {"model": args.serve_model} if args.serve_model else {}
     cfg = load_config(tokens, overrides)
+    if cfg.gen.infer_backend == "vllm":  # a missing vLLM or GPU is said before the port is taken
+        from ..infer.vllm_engine import check_available
+
+        check_available()
     sock = bind(args.host, args.port)
     backend = load_backend(args, cfg, model_given=args.serve_model is not None)
     app = create_app(backend, Settings(api_key=key, max_queue=args.max_queue, max_body=args.max_body, gen=cfg.gen))
