@@ -59,3 +59,21 @@ def test_row_counts_of_jsonl_and_json_sources(tmp_path):
                            val=[SimpleNamespace(source=f"{lines}:{i}") for i in (1, 2, 3)])
     train, val = data_sources(cfg, data)
     assert train["rows"] == {"train": 2, "val": 0} and val["rows"] == {"train": 0, "val": 3}
+
+
+def test_a_dataset_listed_twice_is_one_record_naming_both_entries(tmp_path):
+    from types import SimpleNamespace
+
+    from hone.config import load_config
+    from hone.training.record import data_sources
+
+    row = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    array = tmp_path / "b.json"
+    array.write_text(json.dumps([row] * 4))
+    cfg = load_config({"dataset": [f"{array}#6", str(array)], "val_dataset": [str(array)]})
+    data = SimpleNamespace(train=[SimpleNamespace(source=f"{array}#{i % 4 + 1}") for i in range(10)],
+                           val=[SimpleNamespace(source=f"{array}#{i}") for i in (1, 2, 3, 4)])
+    train, val = data_sources(cfg, data)
+    assert (train["split"], train["entries"], train["rows"]) == ("train", [f"{array}#6", str(array)],
+                                                                 {"train": 10, "val": 4})
+    assert (val["split"], val["entries"]) == ("val", [str(array)])

@@ -8,6 +8,7 @@ import pytest
 
 from hone.config import load_config
 from hone.data.report import check_report, preview, render
+from hone.data.mixing import deleted_note
 from hone.data.pipeline import collect, encode_rows, load_conversations, prepare
 from hone.errors import DataError
 from hone.templates.hf import HFTemplate
@@ -145,3 +146,19 @@ def test_render_is_the_full_sequence(tokenizer, tpl):
     data = collect(load_config({"dataset": [str(DATA / "alpaca_en.json")]}), tokenizer, tpl)
     enc = data.train[0]
     assert render(enc, tokenizer).replace("[[", "").replace("]]", "") == tokenizer.decode(enc.input_ids)
+
+
+
+def test_counts_and_shares_are_of_the_rows_the_run_uses(tokenizer, tpl):
+    """`NAME#N` takes 4 of the 12 rows read: kept, deleted and the deleted share are counted among those 4, and
+    the other 8 are reported as not used (they were reported as kept, and shares divided by all 12)."""
+    entry = f"{DATA / 'alpaca_en.json'}#4"
+    whole = collect(load_config({"dataset": [entry], "max_length": 4096}), tokenizer, tpl)
+    lengths = sorted(len(r.input_ids) for r in whole.train)
+    c = load_config({"dataset": [entry], "max_length": lengths[1]})  # the two longest of the 4 are deleted
+    rep = collect(c, tokenizer, tpl).report
+    assert (rep.kept, len(rep.deleted), rep.unused, rep.total) == (2, 2, 8, 12)
+    assert rep.deleted_ratio == 0.5
+    text = check_report(c, tokenizer, tpl)
+    assert deleted_note(rep).startswith("2 of 4 training rows are longer than max_length")
+    assert f"  {'kept':<22}{2:>8}" in text and f"  {'not used':<22}{8:>8}" in text

@@ -29,7 +29,7 @@ STALE_AFTER_S = 6 * 3600
 """A temporary folder without a live writer we can check (another host, no owner file) is swept after this."""
 OWNER = ".owner"
 
-VERSION = 2  # 2: per-token loss weights, prompt_cut, deleted over-length rows
+VERSION = 3  # 2: per-token loss weights, prompt_cut, deleted over-length rows; 3: reports count the rows used
 
 
 def cache_dir() -> Path:
@@ -97,12 +97,13 @@ def _unpack(z: Any) -> list[Encoded]:
 
 def _report_json(r: DataReport) -> dict[str, Any]:
     return {"kept": r.kept, "bad": [[b.location, b.reason, b.detail] for b in r.bad],
-            "deleted": [[b.location, b.reason, b.detail] for b in r.deleted], "warnings": r.warnings}
+            "deleted": [[b.location, b.reason, b.detail] for b in r.deleted], "warnings": r.warnings,
+            "unused": r.unused}
 
 
 def _report(d: dict[str, Any]) -> DataReport:
     return DataReport(int(d["kept"]), [BadRow(*b) for b in d["bad"]], [BadRow(*b) for b in d["deleted"]],
-                      list(d["warnings"]))
+                      list(d["warnings"]), int(d["unused"]))
 
 
 def save(key: str, train: list[Encoded], val: list[Encoded], report: DataReport, val_report: DataReport,

@@ -52,16 +52,21 @@ class DataReport:
     """
 
     kept: int = 0
+    """Rows read and parsed; once the split is chosen, the rows it uses (a repeated row counted each time)."""
     bad: list[BadRow] = field(default_factory=list)
     deleted: list[BadRow] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     """Problems with whole files or entries (an empty file), shown with the report."""
+    unused: int = 0
+    """Good rows read that this split does not use: held out for validation, or not drawn by `NAME#N`,
+    max_samples or train_sample."""
 
     def add(self, other: "DataReport") -> None:
         self.kept += other.kept
         self.bad += other.bad
         self.deleted += other.deleted
         self.warnings += other.warnings
+        self.unused += other.unused
 
     def counts(self) -> dict[str, int]:
         """Dropped (bad) rows per reason code."""
@@ -72,7 +77,8 @@ class DataReport:
 
     @property
     def total(self) -> int:
-        return self.kept + len(self.bad) + len(self.deleted)
+        """All rows read (rows used more than once counted each time)."""
+        return self.kept + len(self.bad) + len(self.deleted) + self.unused
 
     @property
     def bad_ratio(self) -> float:
@@ -80,8 +86,14 @@ class DataReport:
         return len(self.bad) / self.total if self.total else 0.0
 
     @property
+    def selected(self) -> int:
+        """The rows this split took to train on, before over-length ones were deleted."""
+        return self.kept + len(self.deleted)
+
+    @property
     def deleted_ratio(self) -> float:
-        return len(self.deleted) / self.total if self.total else 0.0
+        """The share of the split's rows deleted as over-length (rows it never took do not count)."""
+        return len(self.deleted) / self.selected if self.selected else 0.0
 
     def summary(self) -> str:
         parts = [f"{self.kept} rows kept"]
@@ -93,6 +105,9 @@ class DataReport:
     def table(self) -> str:
         """A count table: kept, deleted over-length rows, then dropped rows per reason."""
         lines = [f"  {'kept':<22}{self.kept:>8}"]
+        if self.unused:
+            lines.append(f"  {'not used':<22}{self.unused:>8}  held out for validation, or not drawn by NAME#N, "
+                         "max_samples or train_sample")
         if self.deleted:
             lines.append(f"  {'deleted (over_length)':<22}{len(self.deleted):>8}  {REASONS['over_length']}, "
                          "by your policy")
@@ -107,7 +122,7 @@ def deleted_note(report: DataReport, what: str = "training") -> str | None:
         return None
     lengths = [int(m.group(1)) for b in report.deleted if (m := re.match(r"(\d+) tokens", b.detail))]
     longest = f" (the longest has {max(lengths)} tokens)" if lengths else ""
-    text = (f"{len(report.deleted)} of {report.total} {what} rows are longer than max_length and were deleted "
+    text = (f"{len(report.deleted)} of {report.selected} {what} rows are longer than max_length and were deleted "
             f"(truncation_strategy delete){longest}")
     if report.deleted_ratio > 0.5:
         return (f"MOST {what.upper()} ROWS WERE DELETED: {text}; only {report.kept} remain. To train on them, set "

@@ -131,6 +131,9 @@ def load_conversations(d: DataCfg, plan: tuple[Plan, Plan] | None = None
         val += sample(rows, spec.count, rng_for(d.dataset_seed, "val_n", spec.target, k)) if spec.count else rows
     if d.train_sample > 0 and len(train) != d.train_sample:
         train = sample(train, d.train_sample, rng_for(d.dataset_seed, "train_sample"))
+    # from here on the report speaks of the rows training uses, not of every row read
+    report.unused = max(0, report.kept - len({id(c) for c in train}))
+    report.kept = len(train)
     return train, val, report, val_report
 
 
@@ -279,7 +282,7 @@ def collect(cfg: RunCfg, tokenizer: Any, template: Any) -> PreparedData:
                             meta["eos_cut"], cached=True, prompt_cut=meta["prompt_cut"])
     train_c, val_c, report, val_report = load_conversations(cfg.data, plan)
     train, truncated, bad = encode_all(train_c, cfg, tokenizer, template)
-    report.kept -= len(bad)
+    report.kept = len(train)
     _file_encode_failures(report, bad)
     val, _, val_bad = encode_all(val_c, cfg, tokenizer, template)
     val_report.kept = len(val)

@@ -36,18 +36,25 @@ def _file_of(source: str) -> str:
 
 
 def data_sources(cfg: RunCfg, data: PreparedData) -> list[dict[str, Any]]:
-    """Every `dataset` and `val_dataset` entry: its files' sha256 and the rows it gave to training/validation."""
+    """Each dataset of `dataset` and `val_dataset`, once per split: its files' sha256, the rows it gave to
+    training/validation, and the entries that named it (a dataset listed twice, as `a.json#50` and `a.json`, is one
+    source whose rows both entries drew)."""
     train_plan, val_plan = plan_sources(cfg.data)
     counts = {"train": Counter(_file_of(r.source) for r in data.train),
               "val": Counter(_file_of(r.source) for r in data.val)}
-    out = []
+    out: dict[tuple[str, str], dict[str, Any]] = {}
     for split, plan in (("train", train_plan), ("val", val_plan)):
         for spec, src in plan:
+            entry = f"{spec.target}#{spec.count}" if spec.count else spec.target
+            if (split, spec.target) in out:
+                out[split, spec.target]["entries"].append(entry)
+                continue
             files = {str(p): file_digest(p) for p in src.files}
             rows = {s: sum(counts[s][f] for f in files) for s in ("train", "val")} if files else None
             digest = hashlib.sha256("".join(sorted(files.values())).encode()).hexdigest() if files else None
-            out.append({"dataset": spec.target, "split": split, "sha256": digest, "files": files, "rows": rows})
-    return out
+            out[split, spec.target] = {"dataset": spec.target, "split": split, "entries": [entry], "sha256": digest,
+                                       "files": files, "rows": rows}
+    return list(out.values())
 
 
 def run_record(cfg: RunCfg, model_dir: Path, template: Any, data: PreparedData) -> dict[str, Any]:
