@@ -126,3 +126,49 @@ def test_modelfile_lines(tmp_path):
     assert lines[0] == "FROM ./model-q8_0.gguf"
     assert 'SYSTEM """Be brief."""' in lines
     assert lines[-2:] == ['PARAMETER stop "<|eot_id|>"', 'PARAMETER stop "</s>"']
+
+
+def _modelfile_parts(text: str) -> tuple[str | None, str | None]:
+    """(TEMPLATE, SYSTEM) of a Modelfile, None where absent."""
+    def block(key: str) -> str | None:
+        start = text.find(f'{key} """')
+        return None if start < 0 else text[start + len(key) + 4:text.index('"""', start + len(key) + 4)]
+
+    return block("TEMPLATE"), block("SYSTEM")
+
+
+FRESH = [  # conversations the matching did not probe with
+    [Message("user", "Name three metals.")],
+    [Message("system", "Reply in French."), Message("user", "Bonjour"), Message("assistant", "Salut !"),
+     Message("user", "Ça va ?"), Message("assistant", "Oui."), Message("user", "Et toi ?")],
+    [Message("user", "first"), Message("assistant", "one"), Message("user", "second")],
+]
+
+
+@pytest.mark.parametrize("jinja", [None, "chatml", "qwen2.5", "llama3", "mistral-v3", "phi3.5"])
+def test_auto_template_gets_a_template_ollama_renders_as_the_tokenizer_does(jinja, go_render, tmp_path):
+    """`template: auto`: the Modelfile's TEMPLATE, executed by Go with its SYSTEM line as Ollama passes it,
+    renders the prompt the tokenizer's own chat template renders (the SmolLM2 one, or a published one)."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    if jinja is not None:
+        tok.chat_template = (TOKENIZER_DIR.parent / "chat_templates" / f"{jinja}.jinja").read_text()
+    template, system = _modelfile_parts(write_modelfile(tmp_path, tmp_path / "m.gguf", "auto", tok).read_text())
+    assert template is not None
+    for conv in FRESH:
+        given = conv if conv[0].role == "system" or system is None else [Message("system", system)] + conv
+        want = tok.apply_chat_template([{"role": m.role, "content": m.content} for m in conv], tokenize=False,
+                                       add_generation_prompt=True)
+        assert go_render(template, given) == want, conv
+
+
+def test_auto_template_unlike_any_builtin_leaves_the_choice_to_ollama(tmp_path, caplog):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    tok.chat_template = ("{% for m in messages %}[{{ m['role'] | upper }}] {{ m['content'] }}\n{% endfor %}"
+                         "{% if add_generation_prompt %}[ASSISTANT] {% endif %}")
+    text = write_modelfile(tmp_path, tmp_path / "m.gguf", "auto", tok).read_text()
+    assert "TEMPLATE" not in text.replace("# no TEMPLATE", "") and "# no TEMPLATE" in text
+    assert "renders like no built-in template" in caplog.text and "ollama show --template" in caplog.text

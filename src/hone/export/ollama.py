@@ -1,5 +1,9 @@
 """An Ollama ``Modelfile`` beside a GGUF file: FROM, TEMPLATE (Go template syntax), SYSTEM and stop words.
 
+A run on the tokenizer's own template (``template: auto``) gets the TEMPLATE of the built-in template that renders
+every probe conversation exactly as the tokenizer's Jinja does (SmolLM2's is ``smollm2``); when none does, the
+Modelfile says so and Ollama picks a template from the chat template in the GGUF.
+
 The TEMPLATE is built from the declarative template's fields over Ollama's ``.Messages`` the way hone renders a
 conversation: a system prefix (or the plain prefix), then each user turn (with chat_sep between rounds) and each
 reply with its suffix. Every piece of template text is a quoted Go string, so trim markers never eat template text.
@@ -10,16 +14,29 @@ today's date cannot be written at all: those templates raise ExportError.
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
 from .. import atomic
+from ..data.conversation import Message
 from ..templates import get_template
 from ..templates.declarative import DeclarativeTemplate, Items
 from .jinja import fill_items
 from .tokenizer import ExportError
 
+log = logging.getLogger("hone")
 _REFS = {"bos_token_id": "bos_token", "eos_token_id": "eos_token", "pad_token_id": "pad_token"}
+_AUTO = ("auto", "hf", "tokenizer")
+# what an Ollama TEMPLATE renders: the history and the next reply's prompt, with and without a system prompt
+_PROBES = [
+    [Message("user", "Hello, who are you?")],
+    [Message("system", "You are terse."), Message("user", "Hello, who are you?")],
+    [Message("system", ""), Message("user", "2+2?")],
+    [Message("user", "Hello, who are you?"), Message("assistant", "I am a bot."), Message("user", "2+2? 答：")],
+    [Message("system", "You are terse."), Message("user", "Hi  there "), Message("assistant", " Hello. "),
+     Message("user", "Again?\n")],
+]
 
 
 def _lit(text: str) -> str:
@@ -86,12 +103,61 @@ def go_template(t: DeclarativeTemplate, tokenizer: Any, add_bos: bool) -> str:
     return "\n".join(line for line in lines if line)
 
 
+def _render(t: DeclarativeTemplate, tokenizer: Any, messages: list[Message]) -> str:
+    return "".join(t.render(p, tokenizer) + t.render(r, tokenizer) for p, r in t.pieces(messages, generation=True))
+
+
+def builtin_like(tokenizer: Any) -> str | None:
+    """The built-in template that renders every probe conversation as ``tokenizer``'s chat template does."""
+    from ..templates.base import TEMPLATES, _load_builtins
+
+    if not getattr(tokenizer, "chat_template", None):
+        return None
+    wanted: list[tuple[list[Message], str | None]] = []
+    for msgs in _PROBES:
+        try:
+            text = tokenizer.apply_chat_template([{"role": m.role, "content": m.content} for m in msgs],
+                                                 tokenize=False, add_generation_prompt=True)
+        except Exception:  # the template refuses this shape (no system role): the built-in must refuse it too
+            text = None
+        wanted.append((msgs, text))
+    _load_builtins()
+    for name in sorted(TEMPLATES.names()):
+        try:
+            t = get_template(name, tokenizer)
+        except Exception:  # a built-in this tokenizer cannot carry (its special tokens are missing)
+            continue
+        if not isinstance(t, DeclarativeTemplate):
+            continue
+        ok = True
+        for msgs, text in wanted:
+            try:
+                ok = text is not None and _render(t, tokenizer, msgs) == text
+            except Exception:
+                ok = text is None
+            if not ok:
+                break
+        if ok:
+            return name
+    return None
+
+
 def write_modelfile(model_dir: Path, gguf_file: Path, template_name: str, tokenizer: Any,
                     system: str | None = None, add_bos: bool = False) -> Path:
     """``Modelfile`` in ``model_dir`` pointing at ``gguf_file`` (relative), atomically."""
     lines = [f"FROM ./{gguf_file.name}"]
     stops: list[str] = []
-    if template_name.lower() not in ("auto", "hf", "tokenizer"):
+    if template_name.lower() in _AUTO:
+        like = builtin_like(tokenizer)
+        if like is None:
+            log.warning("the tokenizer's chat template renders like no built-in template, so the Modelfile has no "
+                        "TEMPLATE: Ollama picks one from the chat template in the GGUF (check it with `ollama show "
+                        "--template`), or export a run trained with a built-in template")
+            lines.append("# no TEMPLATE: Ollama derives one from the GGUF's tokenizer.chat_template")
+        else:
+            log.info("the tokenizer's chat template renders as the built-in '%s': its TEMPLATE is written", like)
+            template_name = like
+    if template_name.lower() not in _AUTO:
         t = get_template(template_name, tokenizer)
         if not isinstance(t, DeclarativeTemplate):
             raise ExportError(f"template '{template_name}' is not declarative; no Ollama TEMPLATE can be written")
