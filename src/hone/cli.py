@@ -332,7 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("name", nargs="?")
     m.add_argument("--force", action="store_true", help="fetch and convert again even if cached")
     cmd["config"].add_argument("action", choices=("keys", "show"))
-    cmd["templates"].add_argument("action", choices=("list",))
+    cmd["templates"].add_argument("action", nargs="?", choices=("list",), default="list")
     d = cmd["data"]
     d.add_argument("action", choices=("check", "preview"))
     d.add_argument("-n", type=int, default=3, help="rows to preview")

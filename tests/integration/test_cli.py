@@ -35,6 +35,13 @@ def test_config_keys_lists_every_key_with_help():
     assert code == 0 and "lora_rank" in out and "cutoff_len" in out
 
 
+@pytest.mark.parametrize("argv", [["templates"], ["templates", "list"]])
+def test_templates_lists_the_builtins(argv):
+    code, out, _ = run(argv)
+    lines = out.splitlines()
+    assert code == 0 and lines[0].startswith("auto") and {"chatml", "llama3", "qwen", "smollm2"} <= set(lines)
+
+
 @pytest.mark.parametrize("argv, message", [
     (["train", "--lora_rnak", "8"], "unknown key 'lora_rnak' (did you mean 'lora_rank'?); see `hone config keys`"),
     (["train", "--batch_size", "two"], "key 'batch_size' must be an integer, got 'two'"),

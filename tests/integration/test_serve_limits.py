@@ -84,11 +84,21 @@ def test_vllm_backend_without_vllm_or_a_gpu_is_one_sentence(tiny_model_dir):
 def test_serve_a_run_directory(tiny_cfg):
     import hone
 
+    import json
+
+    from hone import runs
+
     res = hone.train({**tiny_cfg, "max_steps": 2, "save_steps": 2})
+    # a run of a named model (`smollm2-135m`) records the folder it was loaded from as model_dir; the server
+    # names the base as the run does, and the folder's path still reaches it
+    record = res.run_dir / runs.RUN_INFO
+    record.write_text(json.dumps({**json.loads(record.read_text()), "model": "tiny-base"}))
     srv = Server([str(res.run_dir), "--max_new_tokens", "4"])
     try:
         models = httpx.get(srv.url + "/v1/models", timeout=60).json()["data"]
-        assert [m["id"] for m in models] == [tiny_cfg["model"], res.run_dir.name]
+        assert [m["id"] for m in models] == ["tiny-base", res.run_dir.name]
+        body = {"model": tiny_cfg["model"], "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+        assert httpx.post(srv.url + "/v1/chat/completions", json=body, timeout=300).json()["model"] == "tiny-base"
         body = {"messages": [{"role": "user", "content": "Who are you?"}], "temperature": 0}
         reply = httpx.post(srv.url + "/v1/chat/completions", json=body, timeout=300).json()
         assert reply["model"] == res.run_dir.name and reply["usage"]["completion_tokens"] <= 4

@@ -131,7 +131,8 @@ def load_backend(args: argparse.Namespace, cfg: Any, model_given: bool) -> Any:
         if not model_given:
             mcfg = run.model_settings(mcfg, model_given=False)
             aliases.append(run.model)
-    base_name = args.served_model_name or mcfg.model
+    # a run's base is named as the run names it (`smollm2-135m`), not by the cache folder it was loaded from
+    base_name = args.served_model_name or (aliases[0] if aliases else mcfg.model)
     aliases += [mcfg.model, Path(mcfg.model).name]
     if any(name == base_name for name, _ in adapters):
         raise HoneError(f"the adapter name {base_name!r} is the base model's; choose another with NAME=DIR")
