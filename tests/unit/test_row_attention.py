@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from families import tiny_model
 
 from hone.data.collate import pack_batch, pad_batch
@@ -129,3 +130,107 @@ def test_checkpointed_bf16_training_runs(tiny_cfg, monkeypatch):
     res = hone.train({**tiny_cfg, "gradient_checkpointing": True, "lora_dropout": 0.06, "max_steps": 2,
                       "save_strategy": "no"})
     assert len(res.train_losses) == 2
+
+
+def _qkv(lengths, heads=6, kv=2, dim=16, dtype=torch.float32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(1, h, sum(lengths), dim, generator=g).to(dtype).requires_grad_() for h in (heads, kv, kv)]
+
+
+def _per_row_reference(q, k, v, lengths, scale=None):
+    """torch's causal sdpa one row at a time, in fp32: (1, T, H, D)."""
+    outs = [F.scaled_dot_product_attention(a, b, c, is_causal=True, enable_gqa=True, scale=scale)
+            for a, b, c in zip(*(t.float().split(lengths, dim=2) for t in (q, k, v)))]
+    return torch.cat(outs, dim=2).transpose(1, 2)
+
+
+@pytest.mark.parametrize("lengths", [[9, 23, 14], [1, 30], [17]])
+def test_padded_eager_is_causal_attention_per_row(lengths):
+    """Right padding under a causal mask: every real position attends as torch's sdpa has it, row by row, and
+    the gradients reach only real positions (padding is never seen)."""
+    q, k, v = _qkv(lengths)
+    got = attention.padded_eager(q, k, v, lengths, scale=0.3)
+    want = _per_row_reference(q, k, v, lengths, scale=0.3)
+    assert torch.allclose(got, want, atol=1e-6)
+    g = torch.randn_like(got)
+    grads = torch.autograd.grad(got, (q, k, v), g)
+    want_grads = torch.autograd.grad(want, (q, k, v), g)
+    for a, b in zip(grads, want_grads):
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_padded_eager_in_bf16_is_within_bf16_rounding():
+    lengths = [40, 64, 33]
+    q, k, v = _qkv(lengths, dtype=torch.bfloat16)
+    got = attention.padded_eager(q, k, v, lengths).float()
+    want = _per_row_reference(q, k, v, lengths)
+    assert float((got - want).detach().norm() / want.detach().norm()) < 1e-2
+
+
+@pytest.mark.parametrize("path", ["rows", "eager"])
+def test_under_bf16_autocast_both_paths_match_the_masked_sdpa(path, monkeypatch):
+    """The model's own masked sdpa under autocast is the oracle; which path runs is forced here, as the timing
+    before training would choose it."""
+    monkeypatch.setattr(attention, "_DTYPE", {})
+    monkeypatch.setattr(attention, "_EAGER", set())
+    monkeypatch.setattr(attention, "eager_is_faster", lambda *a: path == "eager")
+    rows = _rows()
+    want_model, got_model = tiny_model("qwen2"), tiny_model("qwen2")
+    attention.use_row_attention(got_model, torch.bfloat16)
+    assert bool(attention._EAGER) == (path == "eager")
+    results = []
+    for model in (want_model, got_model):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss, n = CausalLMLoss(model)(**pack_batch(rows))
+        (loss / n).backward()
+        results.append((float(loss.detach() / n), torch.cat([p.grad.flatten() for p in model.parameters()
+                                                     if p.grad is not None])))
+    (want, want_grad), (got, got_grad) = results
+    assert got == pytest.approx(want, rel=2e-2)
+    assert float((got_grad - want_grad).norm() / want_grad.norm()) < 0.05
+
+
+def test_rows_longer_than_the_eager_limit_go_one_at_a_time(monkeypatch):
+    calls = []
+    real = attention.padded_eager
+    monkeypatch.setattr(attention, "padded_eager", lambda *a, **kw: calls.append(a[3]) or real(*a, **kw))
+    monkeypatch.setattr(attention, "_EAGER", {(6, 2, 16, torch.bfloat16)})
+    module = torch.nn.Module()
+    for lengths in ([30, 40], [30, attention.EAGER_MAX_ROW + 1]):
+        q, k, v = _qkv(lengths, dtype=torch.bfloat16)
+        pos = torch.cat([torch.arange(n) for n in lengths]).unsqueeze(0)
+        out, _ = attention.rows_attention(module, q, k, v, None, position_ids=pos)
+        assert out.shape == (1, sum(lengths), 6, 16) and out.dtype == torch.bfloat16
+    assert calls == [[30, 40]]
+    assert attention.eager_is_faster(6, 2, 16, torch.bfloat16, torch.float32) in (True, False)
+    assert not attention.eager_is_faster(6, 2, 16, torch.float32, torch.float32)
+
+
+def test_memory_estimate_counts_the_eager_scores(monkeypatch):
+    from hone.training import memory
+
+    model = tiny_model("llama")
+    cfg = model.config
+    key = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.hidden_size // cfg.num_attention_heads,
+           torch.bfloat16)
+    monkeypatch.setattr(attention, "_EAGER", {key})
+    width = attention.eager_width(cfg, torch.bfloat16, [100, 300, 120])
+    assert width == 120 and attention.eager_width(cfg, torch.float32, [100]) == 0
+    lengths = [120] * 4
+    q, k, v = _qkv(lengths, heads=key[0], kv=key[1], dim=key[2], dtype=torch.bfloat16)
+    sizes = []
+    for fn in (lambda: attention.padded_eager(q, k, v, lengths),
+               lambda: _per_row_reference(q.detach().requires_grad_(), k, v, lengths)):
+        seen = {}
+
+        def pack(t):
+            seen[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            fn()
+        sizes.append(sum(seen.values()))
+    extra = (memory.activation_bytes_per_token(cfg, torch.bfloat16, False, width)
+             - memory.activation_bytes_per_token(cfg, torch.bfloat16, False)) / cfg.num_hidden_layers
+    measured = (sizes[0] - sizes[1]) / sum(lengths)
+    assert 0.5 < extra / measured < 2, (extra, measured)
