@@ -9,13 +9,6 @@ The CPU kernel's speed in bf16 and fp32 also differs by machine (fp32 ran 1.6x f
 EPYC with AVX512-BF16, about level at 512 tokens): under autocast the rows run in whichever dtype a short
 timing before training finds faster, fp32 being exact for bf16 inputs.
 
-Short rows (up to ``EAGER_MAX_ROW`` tokens) in bf16 can go faster still as one padded batch through plain
-matmuls and a softmax, transformers' eager attention under autocast, where the per-row kernel's fixed cost per
-call outweighs its work (measured on a 2-core AMD EPYC, eight rows of about 130 tokens, fwd + bwd: 8 ms against
-15 ms per layer; quickstart steps 6.6% faster). Right padding under a causal mask is exact for every real
-position (padding comes after a row's tokens, so no real query sees it). Which of the two runs is timed once
-before training.
-
 Anything this path does not cover (a batch of several padded rows, a sliding window shorter than a row, logit
 softcapping, attention sinks, an unknown argument) goes to transformers' own sdpa function unchanged, with
 the mask transformers built for it.
@@ -34,12 +27,6 @@ NAME = "hone_rows_sdpa"
 
 _DTYPE: dict[tuple[int, int, int, torch.dtype], torch.dtype] = {}
 """(heads, kv heads, head dim, input dtype) -> the dtype rows are computed in, timed by ``use_row_attention``."""
-
-_EAGER: set[tuple[int, int, int, torch.dtype]] = set()
-"""Shapes (as in ``_DTYPE``) whose short rows run faster as one padded eager batch, timed by ``use_row_attention``."""
-EAGER_MAX_ROW = 256
-"""Longest row the padded eager path takes: its scores grow with the square of the longest row, and longer rows
-gain nothing from batching."""
 
 # keyword arguments the model may pass that this path handles; any other one sends the call to sdpa as it is
 _HANDLED = {"position_ids", "dropout", "scaling", "sliding_window", "use_cache", "cache_position",
@@ -71,10 +58,7 @@ def use_row_attention(model: Any, compute: torch.dtype = torch.float32) -> bool:
     if compute != torch.float32 and heads:
         kv = int(getattr(cfg, "num_key_value_heads", 0) or heads)
         dim = int(getattr(cfg, "head_dim", 0) or cfg.hidden_size // heads)
-        key = (heads, kv, dim, compute)
-        _DTYPE[key] = fastest_dtype(heads, kv, dim, compute)
-        if eager_is_faster(heads, kv, dim, compute, _DTYPE[key]):
-            _EAGER.add(key)
+        _DTYPE[(heads, kv, dim, compute)] = fastest_dtype(heads, kv, dim, compute)
     return True
 
 
@@ -96,69 +80,15 @@ def rows_attention(module: torch.nn.Module, query: torch.Tensor, key: torch.Tens
     lengths = _rows(module, query, key, attention_mask, kwargs)
     if lengths is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, **kwargs)
-    shape = (query.shape[1], key.shape[1], query.shape[-1], query.dtype)
-    dropout = kwargs.get("dropout", 0.0) or 0.0
-    if shape in _EAGER and max(lengths) <= EAGER_MAX_ROW and not dropout:
-        with torch.autocast("cpu", enabled=False):
-            return padded_eager(query, key, value, lengths, kwargs.get("scaling")), None
-    dtype = _DTYPE.get(shape, query.dtype)
+    dtype = _DTYPE.get((query.shape[1], key.shape[1], query.shape[-1], query.dtype), query.dtype)
     gqa = query.shape[1] != key.shape[1]
     outs = []
     with torch.autocast("cpu", enabled=False):  # the dtype is chosen here, not by autocast's op list
         for q, k, v in zip(*(t.to(dtype).split(lengths, dim=2) for t in (query, key, value))):
-            outs.append(F.scaled_dot_product_attention(q, k, v, dropout_p=dropout,
+            outs.append(F.scaled_dot_product_attention(q, k, v, dropout_p=kwargs.get("dropout", 0.0) or 0.0,
                                                        scale=kwargs.get("scaling"), is_causal=True, enable_gqa=gqa))
     out = torch.cat(outs, dim=2) if len(outs) > 1 else outs[0]
     return out.to(query.dtype).transpose(1, 2).contiguous(), None
-
-
-def eager_width(config: Any, compute: torch.dtype, lengths: Any) -> int:
-    """The widest padded batch the eager path can run for rows of these lengths (0: it never runs)."""
-    cfg = config.get_text_config() if hasattr(config, "get_text_config") else config
-    heads = int(getattr(cfg, "num_attention_heads", 0) or 0)
-    if not heads:
-        return 0
-    kv = int(getattr(cfg, "num_key_value_heads", 0) or heads)
-    dim = int(getattr(cfg, "head_dim", 0) or cfg.hidden_size // heads)
-    if (heads, kv, dim, compute) not in _EAGER:
-        return 0
-    return max((n for n in lengths if n <= EAGER_MAX_ROW), default=0)
-
-
-def padded_eager(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, lengths: list[int],
-                 scale: float | None = None) -> torch.Tensor:
-    """Causal attention of packed rows as one right-padded batch: (1, H, T, D) query, (1, Hkv, T, D) key/value
-    -> (1, T, H, D). Scores and probabilities are in the inputs' dtype (the softmax accumulates in fp32)."""
-    heads, kv, dim = query.shape[1], key.shape[1], query.shape[-1]
-    n, width = len(lengths), max(lengths)
-    at = torch.cat([torch.arange(length) + i * width for i, length in enumerate(lengths)]).to(query.device)
-
-    def pad(x: torch.Tensor) -> torch.Tensor:  # (1, h, T, D) -> (n, h, width, D), zeros after each row
-        flat = x.new_zeros(n * width, x.shape[1], dim).index_copy(0, at, x[0].transpose(0, 1))
-        return flat.view(n, width, x.shape[1], dim).transpose(1, 2)
-
-    group = heads // kv  # query heads sharing one key/value head sit next to each other (transformers' repeat_kv)
-    q = pad(query).reshape(n * kv, group * width, dim)
-    k, v = pad(key).reshape(n * kv, width, dim), pad(value).reshape(n * kv, width, dim)
-    # scores = causal bias + scale * q k^T in one call; -inf above the diagonal of every row's block
-    scores = torch.baddbmm(_causal_bias(width, group, query.dtype, query.device), q, k.transpose(1, 2),
-                           alpha=scale if scale is not None else dim ** -0.5)
-    out = torch.bmm(scores.softmax(-1), v).view(n, heads, width, dim).transpose(1, 2).reshape(n * width, heads, dim)
-    return out.index_select(0, at).unsqueeze(0)
-
-
-_BIAS: dict[tuple[int, int, torch.dtype, torch.device], torch.Tensor] = {}
-
-
-def _causal_bias(width: int, group: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
-    """(group * width, width): 0 where query position i may see key j <= i, -inf elsewhere; kept per shape."""
-    key = (width, group, dtype, device)
-    if key not in _BIAS:
-        if len(_BIAS) > 64:
-            _BIAS.clear()
-        upper = torch.ones(width, width, dtype=torch.bool, device=device).triu(1).repeat(group, 1)
-        _BIAS[key] = torch.zeros(group * width, width, dtype=dtype, device=device).masked_fill(upper, float("-inf"))
-    return _BIAS[key]
 
 
 def _rows(module: torch.nn.Module, query: torch.Tensor, key: torch.Tensor, attention_mask: torch.Tensor | None,
@@ -194,27 +124,3 @@ def fastest_dtype(heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype) 
             F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=heads != kv_heads).sum().backward()
             timings[d] = min(timings.get(d, float("inf")), time.perf_counter() - start)
     return torch.float32 if timings[torch.float32] < timings[dtype] else dtype
-
-
-def eager_is_faster(heads: int, kv_heads: int, head_dim: int, dtype: torch.dtype, rows_dtype: torch.dtype) -> bool:
-    """Whether eight rows of 128 tokens in ``dtype`` run faster (fwd + bwd) as one padded eager batch than one
-    row at a time in ``rows_dtype``; never for fp32 inputs, which the row path computes exactly."""
-    if dtype == torch.float32:
-        return False
-    lengths = [128] * 8
-    timings: dict[str, float] = {}
-    with torch.autocast("cpu", enabled=False), torch.enable_grad():
-        for kind in ("eager", "rows") * 3:  # interleaved, best of three: the first round warms up
-            q = torch.randn(1, heads, sum(lengths), head_dim, dtype=dtype, requires_grad=True)
-            k, v = (torch.randn(1, kv_heads, sum(lengths), head_dim, dtype=dtype, requires_grad=True)
-                    for _ in range(2))
-            start = time.perf_counter()
-            if kind == "eager":
-                out = padded_eager(q, k, v, lengths)
-            else:
-                out = torch.cat([F.scaled_dot_product_attention(a, b, c, is_causal=True, enable_gqa=heads != kv_heads)
-                                 for a, b, c in zip(*(t.to(rows_dtype).split(lengths, dim=2) for t in (q, k, v)))],
-                                dim=2)
-            out.float().sum().backward()
-            timings[kind] = min(timings.get(kind, float("inf")), time.perf_counter() - start)
-    return timings["eager"] < timings["rows"]

@@ -14,7 +14,6 @@ from typing import Any, Sequence
 import torch
 
 from ..errors import TrainingError
-from ..models.attention import eager_width
 from ..models.registry import LOSS_FAMILIES
 from .loss import CE_BLOCK, CHUNK, logits_op
 
@@ -69,11 +68,9 @@ def tokens_per_forward(lengths: Sequence[int], batch_size: int, packing: bool, m
     return min(whole, max(max_tokens, top[-1])) if max_tokens else whole
 
 
-def activation_bytes_per_token(config: Any, dtype: torch.dtype, checkpointing: bool, eager_width: int = 0) -> float:
+def activation_bytes_per_token(config: Any, dtype: torch.dtype, checkpointing: bool) -> float:
     """Bytes the backward pass keeps per token: per layer, the block's inputs and outputs that autograd saves
-    (norms, q/k/v and rotary copies, attention output, the MLP's gate, up, activation and product). With
-    ``eager_width`` (rows attending as a padded batch that wide): each query's probabilities over the row and
-    the padded copies of q/k/v."""
+    (norms, q/k/v and rotary copies, attention output, the MLP's gate, up, activation and product)."""
     h = int(getattr(config, "hidden_size", 0) or 0)
     heads = int(getattr(config, "num_attention_heads", 0) or 1)
     head_dim = int(getattr(config, "head_dim", 0) or (h // heads if heads else 0))
@@ -85,8 +82,6 @@ def activation_bytes_per_token(config: Any, dtype: torch.dtype, checkpointing: b
     layers = int(getattr(config, "num_hidden_layers", 0) or 1)
     size = torch.finfo(dtype).bits // 8
     per_layer = (4 * h + 3 * q + 3 * kv + 4 * inter) * size
-    if eager_width:
-        per_layer += (heads * eager_width + q + 2 * kv) * size
     if checkpointing:  # each layer keeps its input; one layer at a time is recomputed with everything
         return layers * h * size + per_layer
     return layers * per_layer
@@ -113,8 +108,7 @@ def estimate(model: Any, lengths: Sequence[int], batch_size: int, packing: bool,
         held = float(psutil.Process().memory_info().rss)
         available = float(psutil.virtual_memory().available)
     return Estimate(held=held, optimizer=trained * 12.0,  # fp32 gradient + two Adam moments
-                    activations=tokens * activation_bytes_per_token(base.config, compute, checkpointing,
-                                                                    eager_width(base.config, compute, lengths)),
+                    activations=tokens * activation_bytes_per_token(base.config, compute, checkpointing),
                     loss=min(tokens, CHUNK) * vocab * per_logit + blocks, tokens=tokens, available=available,
                     device=device.type)
 
