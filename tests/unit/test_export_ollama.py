@@ -172,3 +172,17 @@ def test_auto_template_unlike_any_builtin_leaves_the_choice_to_ollama(tmp_path, 
     text = write_modelfile(tmp_path, tmp_path / "m.gguf", "auto", tok).read_text()
     assert "TEMPLATE" not in text.replace("# no TEMPLATE", "") and "# no TEMPLATE" in text
     assert "renders like no built-in template" in caplog.text and "ollama show --template" in caplog.text
+
+
+def test_auto_template_alike_a_builtin_without_ollama_form_still_gets_a_modelfile(tmp_path):
+    """Llama 3.2's template writes today's date: it renders like the built-in llama3_2, which has no Ollama form,
+    so the Modelfile is written without TEMPLATE rather than not at all."""
+    from transformers import AutoTokenizer
+
+    from hone.export.ollama import builtin_like
+
+    tok = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    tok.chat_template = (TOKENIZER_DIR.parent / "chat_templates" / "llama3.2.jinja").read_text()
+    assert builtin_like(tok) is None
+    text = write_modelfile(tmp_path, tmp_path / "m.gguf", "auto", tok).read_text()
+    assert text.startswith("FROM ./m.gguf\n") and "# no TEMPLATE" in text

@@ -108,7 +108,8 @@ def _render(t: DeclarativeTemplate, tokenizer: Any, messages: list[Message]) -> 
 
 
 def builtin_like(tokenizer: Any) -> str | None:
-    """The built-in template that renders every probe conversation as ``tokenizer``'s chat template does."""
+    """The built-in template that renders every probe conversation as ``tokenizer``'s chat template does and has
+    an Ollama form; None when there is none."""
     from ..templates.base import TEMPLATES, _load_builtins
 
     if not getattr(tokenizer, "chat_template", None):
@@ -138,6 +139,10 @@ def builtin_like(tokenizer: Any) -> str | None:
             if not ok:
                 break
         if ok:
+            try:
+                go_template(t, tokenizer, add_bos=False)
+            except ExportError:  # renders alike but has no Ollama form (numbered rounds, today's date)
+                continue
             return name
     return None
 
