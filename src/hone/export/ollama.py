@@ -20,14 +20,13 @@ from typing import Any
 
 from .. import atomic
 from ..data.conversation import Message
-from ..templates import get_template
+from ..templates import AUTO_NAMES, get_template
 from ..templates.declarative import DeclarativeTemplate, Items
 from .jinja import fill_items
 from .tokenizer import ExportError
 
 log = logging.getLogger("hone")
 _REFS = {"bos_token_id": "bos_token", "eos_token_id": "eos_token", "pad_token_id": "pad_token"}
-_AUTO = ("auto", "hf", "tokenizer")
 # what an Ollama TEMPLATE renders: the history and the next reply's prompt, with and without a system prompt
 _PROBES = [
     [Message("user", "Hello, who are you?")],
@@ -152,7 +151,7 @@ def write_modelfile(model_dir: Path, gguf_file: Path, template_name: str, tokeni
     """``Modelfile`` in ``model_dir`` pointing at ``gguf_file`` (relative), atomically."""
     lines = [f"FROM ./{gguf_file.name}"]
     stops: list[str] = []
-    if template_name.lower() in _AUTO:
+    if template_name.lower() in AUTO_NAMES:
         like = builtin_like(tokenizer)
         if like is None:
             log.warning("the tokenizer's chat template renders like no built-in template, so the Modelfile has no "
@@ -162,7 +161,7 @@ def write_modelfile(model_dir: Path, gguf_file: Path, template_name: str, tokeni
         else:
             log.info("the tokenizer's chat template renders as the built-in '%s': its TEMPLATE is written", like)
             template_name = like
-    if template_name.lower() not in _AUTO:
+    if template_name.lower() not in AUTO_NAMES:
         t = get_template(template_name, tokenizer)
         if not isinstance(t, DeclarativeTemplate):
             raise ExportError(f"template '{template_name}' is not declarative; no Ollama TEMPLATE can be written")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import HoneError
-from ..templates import get_template
+from ..templates import AUTO_NAMES, get_template
 from ..templates.declarative import DeclarativeTemplate
 from .jinja import to_jinja
 
@@ -19,7 +19,7 @@ class ExportError(HoneError):
 
 def chat_template_for(template_name: str, tokenizer: Any, system: str | None = None) -> str | None:
     """The Jinja that renders what hone trained on, or None to keep the tokenizer's own (``auto``)."""
-    if template_name.lower() in ("auto", "hf", "tokenizer"):
+    if template_name.lower() in AUTO_NAMES:
         if system is not None:
             log.warning("the run's system prompt is not written into the tokenizer's own chat template; pass it "
                         "as the first (system) message when using the exported model")
@@ -34,7 +34,7 @@ def chat_template_for(template_name: str, tokenizer: Any, system: str | None = N
 def stop_token_ids(template_name: str, tokenizer: Any) -> list[int]:
     """The eos id plus every stop word of the template that is a single token."""
     ids = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
-    if template_name.lower() not in ("auto", "hf", "tokenizer"):
+    if template_name.lower() not in AUTO_NAMES:
         for word in get_template(template_name, tokenizer).stop_words(tokenizer):
             tid = tokenizer(word, add_special_tokens=False)["input_ids"]
             if len(tid) == 1 and tid[0] not in ids:

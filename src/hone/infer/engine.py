@@ -128,12 +128,7 @@ class TransformersEngine:
 
         if name == BASE:
             raise ModelError(f"'{BASE}' names the model without an adapter; give the adapter another name")
-        p = Path(path)
-        if run_dir_of(p) == p:
-            p = read_run(p).weights_dir("final")
-        if not (p / "adapter_config.json").is_file():
-            raise ModelError(f"{path} is not an adapter directory (no adapter_config.json); pass a run directory, "
-                             "one of its checkpoint-N folders, or a LoRA adapter folder")
+        p = adapter_dir(path)
         with self.lock:
             if isinstance(self.model, PeftModel):
                 self.model.load_adapter(str(p), adapter_name=name)
@@ -299,6 +294,17 @@ def prompt_ids(template: Template, tokenizer: Any, system: str | None, messages:
     if system is not None and not (msgs and msgs[0].role == "system"):
         msgs.insert(0, Message("system", system))
     return template.encode_prompt(msgs, tokenizer, tools)
+
+
+def adapter_dir(path: str | Path) -> Path:
+    """The LoRA adapter folder ``path`` names: itself, or a run directory's final weights."""
+    p = Path(path)
+    if run_dir_of(p) == p:
+        p = read_run(p).weights_dir("final")
+    if not (p / "adapter_config.json").is_file():
+        raise ModelError(f"{path} is not an adapter directory (no adapter_config.json); pass a run directory, "
+                         "one of its checkpoint-N folders, or a LoRA adapter folder")
+    return p
 
 
 def adapter_name(path: str | Path) -> str:

@@ -19,7 +19,7 @@ from ..errors import ModelError
 from ..models.load import load_tokenizer, resolve_model
 from ..runs import read_run, run_dir_of
 from ..templates import get_template
-from .engine import BASE, Delta, Generation, Request, adapter_name, prompt_ids
+from .engine import BASE, Delta, Generation, Request, adapter_dir, adapter_name, prompt_ids
 from .queue import Handle
 
 
@@ -41,8 +41,10 @@ class VllmEngine:
     """Whole replies (and one-piece streams) from vLLM; adapters are LoRA requests chosen by name."""
 
     def __init__(self, llm: Any, tokenizer: Any, template: Any, system: str | None, adapters: dict[str, str],
-                 default_adapter: str | None) -> None:
+                 default_adapter: str | None, context_length: int = 0) -> None:
         self.llm, self.tokenizer, self.template, self.system = llm, tokenizer, template, system
+        self.context_length = context_length
+        """Longest prompt plus reply vLLM was started with (``vllm_maxlen``)."""
         self.default_adapter = default_adapter
         self._paths = adapters
         self._stepper: _Stepper | None = None
@@ -62,25 +64,15 @@ class VllmEngine:
         if adapter:
             path = run.weights_dir("final") if run is not None and Path(adapter) == run.run_dir else Path(adapter)
             named = {adapter_name(adapter): str(path), **named}
-        for name, path in list(named.items()):  # a run directory serves its final adapter
-            if run_dir_of(path) == Path(path):
-                named[name] = str(read_run(path).weights_dir("final"))
-            if not (Path(named[name]) / "adapter_config.json").is_file():
-                raise ModelError(f"{path} is not an adapter directory (no adapter_config.json); pass a run "
-                                 "directory, one of its checkpoint-N folders, or a LoRA adapter folder")
+        named = {name: str(adapter_dir(path)) for name, path in named.items()}
         model_dir = resolve_model(ref, revision=mcfg.model_revision, token=mcfg.hub_token)
         tokenizer = load_tokenizer(model_dir, mcfg)
         llm = LLM(model=str(model_dir), tokenizer=str(model_dir), max_model_len=gen.vllm_maxlen,
                   gpu_memory_utilization=gen.vllm_gpu_util, enforce_eager=gen.vllm_enforce_eager,
                   enable_lora=bool(named), max_lora_rank=gen.vllm_max_lora_rank, max_loras=max(1, len(named)),
                   trust_remote_code=mcfg.trust_remote_code, dtype="auto")
-        engine = cls(llm, tokenizer, get_template(mcfg.template, tokenizer), mcfg.system, named,
-                     adapter_name(adapter) if adapter else None)
-        engine.context_length = gen.vllm_maxlen
-        return engine
-
-    context_length: int = 0
-    """Longest prompt plus reply vLLM was started with (``vllm_maxlen``)."""
+        return cls(llm, tokenizer, get_template(mcfg.template, tokenizer), mcfg.system, named,
+                   adapter_name(adapter) if adapter else None, gen.vllm_maxlen)
 
     @property
     def adapters(self) -> list[str]:

@@ -44,6 +44,8 @@ class Template(ABC):
 
 
 TEMPLATES: Registry[Any] = Registry("template")
+AUTO_NAMES = ("auto", "hf", "tokenizer")
+"""Template names that mean the tokenizer's own chat template."""
 
 
 def register_template(name: str, template: Any, *, overwrite: bool = False) -> Any:
@@ -53,7 +55,7 @@ def register_template(name: str, template: Any, *, overwrite: bool = False) -> A
 
 def get_template(name: str, tokenizer: Any) -> Template:
     """`auto` → the tokenizer's own chat template; otherwise a registered template."""
-    if name.lower() in ("auto", "hf", "tokenizer"):
+    if name.lower() in AUTO_NAMES:
         from .hf import HFTemplate
 
         return HFTemplate.from_tokenizer(tokenizer)
